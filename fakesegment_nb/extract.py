@@ -1,0 +1,226 @@
+"""Feature extraction: images -> backbone -> float16 rows in the store.
+
+Decoding (a thread pool) and writing (a writer thread) overlap the forward pass; each batch is
+committed on its own, so an interrupted run loses at most the batches in flight and a rerun
+skips every image already stored (same domain and sha256).
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .backbones import DEFAULT_MODEL, Backbone
+from .errors import FakesegmentError, ImageError
+from .images import load_rgb
+from .manifest import Entry, build_manifest
+from .store import StoreWriter
+from .weights import WeightsInfo, load_backbone
+
+
+@dataclass
+class ExtractResult:
+    store: str
+    added: int = 0
+    already_stored: int = 0
+    failed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    weights: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def store_attrs(backbone: Backbone, info: WeightsInfo) -> dict:
+    import torchvision
+
+    return {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
+            "weights_warning": info.warning, "input_size": list(backbone.input_size),
+            "layers": list(backbone.layers), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "fakesegment_nb": __version__}
+
+
+def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.DataFrame:
+    return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
+                         "path": [e.path for e in entries], "pair": [e.pair for e in entries],
+                         "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
+                         "sha256": [e.sha256 for e in entries]})
+
+
+def run_backbone(backbone: Backbone, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``."""
+    with torch.inference_mode():
+        feats = backbone.features(backbone.preprocess(images))
+        return {k: v.to(torch.float16).cpu().numpy() for k, v in feats.items()}
+
+
+def _decoded_batches(entries: Sequence[Entry], batch_size: int, report: Callable[[str], None],
+                     failed: list[str], workers: int = 2) -> Iterator[tuple[list[Entry], list[np.ndarray]]]:
+    """Decode ahead in threads (a bounded window), yield batches of ``batch_size`` good images."""
+
+    def load(e: Entry):
+        try:
+            return e, load_rgb(e.path)
+        except ImageError as exc:
+            return e, exc
+
+    window = max(2 * batch_size, 4)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        it = iter(entries)
+        batch_e, batch_a = [], []
+        while True:
+            while len(pending) < window:
+                nxt = next(it, None)
+                if nxt is None:
+                    break
+                pending.append(pool.submit(load, nxt))
+            if not pending:
+                break
+            e, res = pending.popleft().result()
+            if isinstance(res, ImageError):
+                report(f"skipped unreadable image {res}")
+                failed.append(e.image)
+                continue
+            batch_e.append(e)
+            batch_a.append(res)
+            if len(batch_e) == batch_size:
+                yield batch_e, batch_a
+                batch_e, batch_a = [], []
+        if batch_e:
+            yield batch_e, batch_a
+
+
+class _Writer(threading.Thread):
+    """Consumes (entries, sizes, features) and commits them in order."""
+
+    def __init__(self, writer: StoreWriter, attrs: dict, progress):
+        super().__init__(name="store-writer", daemon=True)
+        self.writer, self.attrs, self.progress = writer, attrs, progress
+        self.q: queue.Queue = queue.Queue(maxsize=2)
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+
+    def run(self):
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                t = time.perf_counter()
+                entries, sizes, feats = item
+                if not self.writer.exists():
+                    self.writer.create(self.attrs, {k: v.shape[1:] for k, v in feats.items()})
+                start = self.writer.reserve(len(entries))
+                self.writer.write_features(start, feats)
+                self.writer.commit(_rows(entries, sizes))
+                self.busy_s += time.perf_counter() - t
+                self.progress.update(len(entries))
+            except BaseException as exc:  # surfaced by the main thread
+                self.error = exc
+
+    def put(self, item):
+        if self.error is not None:
+            raise self.error
+        self.q.put(item)
+
+
+def _plan(writer: StoreWriter, manifest: list[Entry], result: ExtractResult) -> list[Entry]:
+    """Entries not yet stored; reports files whose id is stored with other content."""
+    if not writer.exists():
+        return manifest
+    stored = writer.stored()
+    have = set(zip(stored["domain"], stored["sha256"]))
+    ids = dict(zip(stored["image"], stored["sha256"]))
+    todo = []
+    for e in manifest:
+        if (e.domain, e.sha256) in have:
+            result.already_stored += 1
+        elif e.image in ids:
+            result.notes.append(f"{e.image} changed since it was stored; the stored features are kept "
+                                "(extract into a new store to replace them)")
+        else:
+            todo.append(e)
+    return todo
+
+
+def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weights: str = "auto",
+            layers: Sequence[str] | None = None, batch_size: int = 8, device: str = "cpu",
+            scheduler: str | None = None, storage_options: dict | None = None,
+            progress: bool = True, report: Callable[[str], None] | None = None) -> ExtractResult:
+    """Extract the feature maps of every image under ``real`` and ``synthetic`` into ``store``.
+
+    Resumable and idempotent: images already stored (same domain and content) are skipped, new
+    ones appended. Corrupt images are reported and skipped. Raises
+    :class:`~fakesegment_nb.errors.FakesegmentError` for bad folders, pairs, weights, or a store
+    made by another network.
+    """
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    if batch_size < 1:
+        raise FakesegmentError("--batch-size must be at least 1")
+    report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    manifest, notes = build_manifest(real, synthetic, pairs)
+    result = ExtractResult(store=str(store), notes=list(notes))
+    for n in notes:
+        report(n)
+    backbone, info = load_backbone(model, weights, layers, device)
+    result.weights = info.label
+    attrs = store_attrs(backbone, info)
+    writer = StoreWriter(store, storage_options)
+    with writer.locked():
+        if writer.exists():
+            writer.check_identity(attrs)
+            writer.repair()
+        todo = _plan(writer, manifest, result)
+        for n in result.notes[len(notes):]:
+            report(n)
+        if scheduler:
+            from .distributed import extract_distributed
+
+            extract_distributed(scheduler, writer, attrs, todo, backbone, info, batch_size, device,
+                                result, report, progress)
+        elif todo:
+            _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress)
+        writer.set_pairs({e.image: e.pair for e in manifest})
+    result.timings["total_s"] = time.perf_counter() - t0
+    return result
+
+
+def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(todo), unit="img", desc="extract", disable=not progress, file=sys.stderr)
+    w = _Writer(writer, attrs, bar)
+    w.start()
+    fwd = 0.0
+    overflow = False
+    try:
+        for entries, arrays in _decoded_batches(todo, batch_size, report, result.failed):
+            t = time.perf_counter()
+            feats = run_backbone(backbone, arrays)
+            fwd += time.perf_counter() - t
+            if not overflow and any(not np.isfinite(v).all() for v in feats.values()):
+                overflow = True
+                report("warning: some features overflow float16 (stored as inf)")
+            w.put((entries, [a.shape[:2] for a in arrays], feats))
+            result.added += len(entries)
+    finally:
+        w.q.put(None)
+        w.join()
+        bar.close()
+    if w.error is not None:
+        raise w.error
+    result.timings.update(forward_s=fwd, write_s=w.busy_s)

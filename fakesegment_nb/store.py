@@ -1,0 +1,322 @@
+"""The feature store: a zarr v3 group read through xarray (schema in DESIGN.md section 3).
+
+Writing is append-only and crash-safe. Feature rows for new images are written first, into
+space reserved past the end of the root; the root variables are appended last, and the length
+of the root is what counts as stored. An interrupted run leaves at most some rows past that
+length, which :meth:`StoreWriter.repair` trims before the next run goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+
+from .errors import FakesegmentError
+
+ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
+_STR_VARS = ("image", "domain", "path", "pair", "sha256")
+ROOT_CHUNK = 4096
+CHUNK_BYTES = 512 * 1024
+IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
+COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=2)
+
+
+def _is_local(url: str) -> bool:
+    return "://" not in str(url) or str(url).startswith("file://")
+
+
+def _local_path(url: str) -> Path:
+    return Path(str(url).removeprefix("file://"))
+
+
+def channel_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Channels per chunk: a power of two keeping one chunk of float16 under ``chunk_bytes``."""
+    per_channel = max(1, height * width * 2)
+    c = 1
+    while c * 2 <= channels and c * 2 * per_channel <= chunk_bytes:
+        c *= 2
+    return min(c, channels)
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+_STORE_CHUNKS: dict = {}
+
+
+def open_store(path: str | os.PathLike, storage_options: dict | None = None,
+               chunks: dict | None = _STORE_CHUNKS) -> xr.DataTree:
+    """Open a feature store lazily as an :class:`xarray.DataTree`.
+
+    Parameters
+    ----------
+    path : local path or fsspec URL of the zarr store.
+    storage_options : passed to fsspec for URLs.
+    chunks : dask chunks, ``{}`` (default) for the store's own chunks; ``None`` for lazily
+        indexed numpy arrays without dask (fastest for single maps).
+
+    Returns
+    -------
+    DataTree with the image table at the root and ``layers/<name>/features`` below; variables
+    are read only when asked for.
+    """
+    path = str(path)
+    if _is_local(path) and not (_local_path(path) / "zarr.json").is_file():
+        raise FakesegmentError(f"{path} is not a feature store (no zarr.json); run `fakesegment extract` first")
+    try:
+        groups = xr.open_groups(path, engine="zarr", consolidated=False, zarr_format=3,
+                                chunks=None if chunks is None else dict(chunks),
+                                storage_options=storage_options)
+    except FileNotFoundError:
+        raise FakesegmentError(f"{path} is not a feature store") from None
+    except ValueError as exc:
+        if "conflicting sizes" in str(exc):
+            raise FakesegmentError(f"{path} is being written or was interrupted mid-commit; "
+                                   "wait for the extraction or rerun it to complete the store") from None
+        raise
+    root = groups["/"]
+    if "domain" not in root or "image" not in root.coords:
+        raise FakesegmentError(f"{path} is a zarr group but not a feature store (no image table)")
+    n = root.sizes["image"]
+    for name, ds in groups.items():
+        if name != "/" and "image" in ds.dims and ds.sizes["image"] != n:
+            groups[name] = ds.isel(image=slice(0, n))
+    return xr.DataTree.from_dict(groups)
+
+
+def _as_tree(store) -> xr.DataTree:
+    return store if isinstance(store, xr.DataTree) else open_store(store)
+
+
+def image_table(store) -> pd.DataFrame:
+    """The root variables as a DataFrame indexed by image id (reads nothing else)."""
+    tree = _as_tree(store)
+    ds = tree.to_dataset(inherit=False)[list(ROOT_VARS)]
+    df = ds.load().to_dataframe()
+    for col in _STR_VARS:
+        if col in df:
+            df[col] = _strings(df[col].to_numpy())
+    df.index = pd.Index(_strings(df.index.to_numpy()), name="image")
+    return df
+
+
+def layer_names(store) -> list[str]:
+    """Layer names in network order, as recorded in the store's attributes."""
+    tree = _as_tree(store)
+    return list(tree.attrs.get("layers", list(tree["layers"].children)))
+
+
+def feature_layer(store, layer: str) -> xr.DataArray:
+    """One layer's features ``(image, channel, y, x)``, lazy (dask), float16 as stored."""
+    tree = _as_tree(store)
+    if layer not in tree["layers"].children:
+        raise FakesegmentError(f"the store has no layer {layer!r}; it has {', '.join(layer_names(tree))}")
+    return tree["layers"][layer]["features"]
+
+
+def feature_map(store, image: str, layer: str, channel: int) -> xr.DataArray:
+    """One ``(y, x)`` feature map as float32, reading only the chunk that holds it."""
+    da = feature_layer(store, layer)
+    try:
+        out = da.sel(image=image).isel(channel=int(channel))
+    except KeyError:
+        raise FakesegmentError(f"the store has no image {image!r}") from None
+    except IndexError:
+        raise FakesegmentError(f"layer {layer} has {da.sizes['channel']} channels, not {channel}") from None
+    return out.astype(np.float32).compute()
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+class StoreBusy(FakesegmentError):
+    pass
+
+
+class StoreWriter:
+    """Appends images to a store; one writer at a time (see :meth:`locked`)."""
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
+        self.url = str(url)
+        self.storage_options = storage_options
+        self._group = None
+        self._attrs = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+    @property
+    def group(self) -> zarr.Group:
+        if self._group is None:
+            self._group = zarr.open_group(self.url, mode="a", zarr_format=3,
+                                          storage_options=None if _is_local(self.url) else self.storage_options)
+        return self._group
+
+    def exists(self) -> bool:
+        if _is_local(self.url):
+            return (_local_path(self.url) / "zarr.json").is_file()
+        try:
+            zarr.open_group(self.url, mode="r", storage_options=self.storage_options)
+            return True
+        except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
+            return False
+
+    @contextmanager
+    def locked(self) -> Iterator["StoreWriter"]:
+        """Hold the store's writer lock; a second writer is refused at once, nothing is lost.
+
+        Local stores use ``flock`` on the store folder (released by the kernel if the process
+        dies); other URLs use a ``fakesegment.lock`` key created exclusively.
+        """
+        if _is_local(self.url):
+            path = _local_path(self.url)
+            path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise StoreBusy(f"another process is extracting into {self.url}; "
+                                    "run again when it has finished") from None
+                yield self
+            finally:
+                os.close(fd)
+            return
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.url, **(self.storage_options or {}))
+        key = root.rstrip("/") + ".fakesegment.lock"
+        if fs.exists(key):
+            raise StoreBusy(f"{self.url} is locked by another extraction ({key}); "
+                            "if none is running, delete that key")
+        fs.pipe(key, f"{os.getpid()}@{os.uname().nodename}".encode())
+        try:
+            yield self
+        finally:
+            fs.rm(key)
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict:
+        if self._attrs is None:
+            self._attrs = dict(self.group.attrs)
+        return self._attrs
+
+    def check_identity(self, attrs: dict) -> None:
+        """Refuse to mix features of another model, weights, layers or input size."""
+        have = self.attrs
+        diffs = [f"{k} {have.get(k)!r} (this run: {attrs.get(k)!r})" for k in IDENTITY_ATTRS
+                 if _norm(have.get(k)) != _norm(attrs.get(k))]
+        if diffs:
+            raise FakesegmentError(f"store {self.url} was made with another network: " + "; ".join(diffs)
+                                   + " -- extract into another --store")
+
+    def create(self, attrs: dict, shapes: dict[str, tuple[int, int, int]]) -> None:
+        """Create an empty store: root image table and one features array per layer."""
+        g = zarr.open_group(self.url, mode="w", zarr_format=3,
+                            storage_options=None if _is_local(self.url) else self.storage_options)
+        g.attrs.update({**attrs, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        for name in ("image", *ROOT_VARS):
+            is_str = name in _STR_VARS
+            g.create_array(name, shape=(0,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
+                           fill_value="" if is_str else 0, dimension_names=("image",))
+        layers = g.require_group("layers")
+        for name, (c, h, w) in shapes.items():
+            lg = layers.require_group(name)
+            lg.create_array("features", shape=(0, c, h, w), chunks=(1, channel_chunk(c, h, w), h, w),
+                            dtype="float16", fill_value=np.nan, compressors=[COMPRESSOR],
+                            dimension_names=("image", "channel", "y", "x"))
+            ch = lg.create_array("channel", shape=(c,), chunks=(c,), dtype="int32",
+                                 dimension_names=("channel",))
+            ch[:] = np.arange(c, dtype="int32")
+        self._group = self._attrs = None
+
+    # -- state ------------------------------------------------------------------------------
+    def _root_arrays(self) -> dict[str, zarr.Array]:
+        return {n: self.group[n] for n in ("image", *ROOT_VARS)}
+
+    def _feature_arrays(self) -> dict[str, zarr.Array]:
+        return {n: self.group[f"layers/{n}/features"] for n in self.attrs["layers"]}
+
+    def committed(self) -> int:
+        return min(a.shape[0] for a in self._root_arrays().values())
+
+    def repair(self) -> int:
+        """Trim what an interrupted run left past the committed length; return that length."""
+        n = self.committed()
+        for a in [*self._root_arrays().values(), *self._feature_arrays().values()]:
+            if a.shape[0] != n:
+                a.resize((n, *a.shape[1:]))
+        if _is_local(self.url):
+            for p in _local_path(self.url).rglob("*.partial"):
+                p.unlink(missing_ok=True)
+        return n
+
+    def stored(self) -> pd.DataFrame:
+        """Committed image ids, domains and hashes."""
+        n = self.committed()
+        g = self.group
+        return pd.DataFrame({k: _strings(g[k][:n]) for k in ("image", "domain", "sha256", "pair")})
+
+    # -- appending --------------------------------------------------------------------------
+    def reserve(self, n_new: int) -> int:
+        """Grow every features array by ``n_new`` rows past the committed length; return the start."""
+        start = self.committed()
+        for a in self._feature_arrays().values():
+            a.resize((start + n_new, *a.shape[1:]))
+        return start
+
+    def write_features(self, start: int, features: dict[str, np.ndarray]) -> None:
+        """Write float16 rows ``start:start+B`` of each layer through xarray."""
+        for name, arr in features.items():
+            ds = xr.Dataset({"features": (("image", "channel", "y", "x"), arr.astype(np.float16, copy=False))})
+            ds.to_zarr(self.url, group=f"layers/{name}", region={"image": slice(start, start + arr.shape[0])},
+                       consolidated=False, zarr_format=3, storage_options=self._remote_options())
+
+    def commit(self, rows: pd.DataFrame) -> None:
+        """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored."""
+        ds = xr.Dataset({k: ("image", _column(rows, k)) for k in ROOT_VARS},
+                        coords={"image": _column(rows, "image")},
+                        attrs=self.attrs)  # xarray rewrites the root attributes on append
+        ds.to_zarr(self.url, append_dim="image", consolidated=False, zarr_format=3,
+                   storage_options=self._remote_options())
+
+    def set_pairs(self, pairs: dict[str, str]) -> None:
+        """Rewrite the ``pair`` of stored images named in ``pairs`` (a later run may add partners)."""
+        g = self.group
+        n = self.committed()
+        ids = _strings(g["image"][:n])
+        cur = _strings(g["pair"][:n])
+        new = np.array([pairs.get(i, p) for i, p in zip(ids, cur)], dtype=object)
+        if n and list(new) != list(cur):
+            g["pair"][:n] = new
+
+    def _remote_options(self):
+        return None if _is_local(self.url) else self.storage_options
+
+
+def _strings(values) -> np.ndarray:
+    """Any zarr/numpy string array (StringDType included) as an object array of str."""
+    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
+def _column(rows: pd.DataFrame, k: str) -> np.ndarray:
+    if k in _STR_VARS:
+        return np.asarray(rows[k].astype(str).to_numpy(), dtype=object)
+    return rows[k].to_numpy(dtype="int32")
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    return v
