@@ -72,13 +72,14 @@ class Backbone:
         return self
 
 
-def _pick_layers(available: list[str], layers: Sequence[str] | None, model: str) -> list[str]:
+def _pick_layers(available: Sequence[str], layers: Sequence[str] | None, model: str) -> list[str]:
     if not layers:
         return list(available)
     unknown = [l for l in layers if l not in available]
     if unknown:
-        raise FakesegmentError(f"{model} has no layer {', '.join(unknown)}; "
-                               f"its layers are {', '.join(available)}")
+        names = ", ".join(available)
+        raise FakesegmentError(f"{model} has no layer {', '.join(unknown)}; its layers are "
+                               f"{names if len(names) < 300 else names[:300] + ' ...'}")
     return list(layers)
 
 
@@ -109,10 +110,12 @@ def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
         raise FakesegmentError(f"torchvision has no classification model {arch!r}")
     model = torchvision.models.get_model(arch, weights=None).eval()
     nodes = get_graph_node_names(model)[1]
+    # graph nodes and the modules that hold them (``layer3`` = the output of that block)
+    available = list(dict.fromkeys([*(m for m, _ in model.named_modules() if m), *nodes]))
     if not layers:
-        hint = ", ".join(n for n in nodes if n.count(".") == 0)[:300]
-        raise FakesegmentError(f"{name} needs --layers (graph nodes, e.g. {hint})")
-    chosen = _pick_layers(nodes, layers, name)
+        hint = ", ".join(n for n in available if "." not in n)
+        raise FakesegmentError(f"{name} needs --layers (graph nodes or modules, e.g. {hint})")
+    chosen = _pick_layers(available, layers, name)
     transform = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
     extractor = create_feature_extractor(model, return_nodes={l: l for l in chosen}).eval()
     size = (transform.crop_size[0],) * 2

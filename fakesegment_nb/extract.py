@@ -190,8 +190,8 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
         if scheduler:
             from .distributed import extract_distributed
 
-            extract_distributed(scheduler, writer, attrs, todo, backbone, info, batch_size, device,
-                                result, report, progress)
+            extract_distributed(scheduler, writer, attrs, todo, backbone, weights, info, batch_size,
+                                device, result, report, progress)
         elif todo:
             _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress)
         writer.set_pairs({e.image: e.pair for e in manifest})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import fcntl
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -33,6 +34,11 @@ COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=2)
 
 def _is_local(url: str) -> bool:
     return "://" not in str(url) or str(url).startswith("file://")
+
+
+def _normalise(url) -> str:
+    """``file://`` URLs become plain paths (zarr's LocalStore: atomic writes, flock)."""
+    return str(url).removeprefix("file://")
 
 
 def _local_path(url: str) -> Path:
@@ -71,7 +77,7 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     DataTree with the image table at the root and ``layers/<name>/features`` below; variables
     are read only when asked for.
     """
-    path = str(path)
+    path = _normalise(path)
     if _is_local(path) and not (_local_path(path) / "zarr.json").is_file():
         raise FakesegmentError(f"{path} is not a feature store (no zarr.json); run `fakesegment extract` first")
     try:
@@ -149,7 +155,7 @@ class StoreWriter:
     """Appends images to a store; one writer at a time (see :meth:`locked`)."""
 
     def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
-        self.url = str(url)
+        self.url = _normalise(url)
         self.storage_options = storage_options
         self._group = None
         self._attrs = None
@@ -163,13 +169,12 @@ class StoreWriter:
         return self._group
 
     def exists(self) -> bool:
-        if _is_local(self.url):
-            return (_local_path(self.url) / "zarr.json").is_file()
+        """True once :meth:`create` has finished (its last step writes the root attributes)."""
         try:
-            zarr.open_group(self.url, mode="r", storage_options=self.storage_options)
-            return True
+            g = zarr.open_group(self.url, mode="r", storage_options=self._remote_options())
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
             return False
+        return "layers" in g.attrs
 
     @contextmanager
     def locked(self) -> Iterator["StoreWriter"]:
@@ -223,9 +228,15 @@ class StoreWriter:
 
     def create(self, attrs: dict, shapes: dict[str, tuple[int, int, int]]) -> None:
         """Create an empty store: root image table and one features array per layer."""
-        g = zarr.open_group(self.url, mode="w", zarr_format=3,
-                            storage_options=None if _is_local(self.url) else self.storage_options)
-        g.attrs.update({**attrs, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        if _is_local(self.url):
+            # Empty the folder but keep it: the writer lock is held on this very folder.
+            root = _local_path(self.url)
+            root.mkdir(parents=True, exist_ok=True)
+            for child in root.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            g = zarr.open_group(self.url, mode="a", zarr_format=3)
+        else:
+            g = zarr.open_group(self.url, mode="w", zarr_format=3, storage_options=self.storage_options)
         for name in ("image", *ROOT_VARS):
             is_str = name in _STR_VARS
             g.create_array(name, shape=(0,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
@@ -239,6 +250,8 @@ class StoreWriter:
             ch = lg.create_array("channel", shape=(c,), chunks=(c,), dtype="int32",
                                  dimension_names=("channel",))
             ch[:] = np.arange(c, dtype="int32")
+        # last: a store whose attributes name its layers is complete (see exists)
+        g.attrs.update({**attrs, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         self._group = self._attrs = None
 
     # -- state ------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""The CLI as a user meets it: real files, subprocesses, exit codes, kill -9, two writers."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+import fakesegment_nb as fs
+from fakesegment_nb.extract import extract
+from fakesegment_nb.store import StoreWriter
+
+from conftest import FAST_MODEL
+
+FS = [sys.executable, "-m", "fakesegment_nb.cli"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*FS, *map(str, args)], capture_output=True, text=True, timeout=300, **kw)
+
+
+def one_line_error(proc):
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("fakesegment: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def many_dirs(tmp_path_factory):
+    """24 real and 24 synthetic small noise-texture images."""
+    root = tmp_path_factory.mktemp("many")
+    rng = np.random.default_rng(0)
+    for d in ("real", "synthetic"):
+        (root / d).mkdir()
+        for i in range(24):
+            a = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
+            Image.fromarray(a).save(root / d / f"img_{i:03d}.png")
+    return root / "real", root / "synthetic"
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path, pair_dirs):
+    real, syn = pair_dirs
+    (tmp_path / "empty").mkdir()
+    store = tmp_path / "s.zarr"
+    assert "does not exist" in one_line_error(run("extract", "--real", tmp_path / "nope", "--synthetic", syn,
+                                                  "--store", store))
+    assert "holds no images" in one_line_error(run("extract", "--real", real, "--synthetic", tmp_path / "empty",
+                                                   "--store", store))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("synthetic,real\ncoffee.png,missing.png\n")
+    assert "'missing.png' is not an image" in one_line_error(
+        run("extract", "--real", real, "--synthetic", syn, "--store", store, "--pairs", pairs))
+    wrong = tmp_path / "w.pth"
+    import torch
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), wrong)
+    assert "missing keys" in one_line_error(run("extract", "--real", real, "--synthetic", syn, "--store", store,
+                                                "--model", FAST_MODEL, "--weights", wrong))
+    assert "is not in torchvision's cache" in one_line_error(
+        run("extract", "--real", real, "--synthetic", syn, "--store", store, "--weights", "coco"))
+    assert not store.exists() or not (store / "zarr.json").exists()
+
+
+def test_cli_extract_prints_summary_and_warns_untrained(tmp_path, pair_dirs):
+    p = run("extract", "--real", pair_dirs[0], "--synthetic", pair_dirs[1], "--store", tmp_path / "s.zarr",
+            "--model", FAST_MODEL, "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "8 images added, 0 already stored, 0 skipped" in p.stdout and "weights random:0" in p.stdout
+    assert "warning: no pretrained weights" in p.stderr
+
+
+def _committed(store: Path) -> int:
+    try:
+        return zarr.open_group(str(store), mode="r")["sha256"].shape[0]
+    except Exception:
+        return 0
+
+
+def _start(real, syn, store):
+    return subprocess.Popen([*FS, "extract", "--real", real, "--synthetic", syn, "--store", store,
+                             "--model", FAST_MODEL, "--weights", "random:0", "--batch-size", "2", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_committed(store, n, proc, timeout=120):
+    t0 = time.time()
+    while _committed(store) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - t0 < timeout
+        time.sleep(0.02)
+
+
+def test_kill_9_then_rerun_completes_the_store(tmp_path, many_dirs):
+    real, syn = many_dirs
+    ref = tmp_path / "ref.zarr"
+    extract(real, syn, ref, model=FAST_MODEL, weights="random:0", batch_size=2, progress=False)
+    store = tmp_path / "killed.zarr"
+    proc = _start(real, syn, store)
+    _wait_committed(store, 6, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n = _committed(store)
+    assert 6 <= n < 48, "the kill must land mid-run"
+    partial = fs.open_store(store)  # readable right after the kill
+    assert partial.sizes["image"] == n
+    again = run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", FAST_MODEL,
+                "--weights", "random:0", "--batch-size", "2", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert f"{48 - n} images added, {n} already stored" in again.stdout
+    a, b = fs.open_store(ref), fs.open_store(store)
+    assert fs.image_table(a).drop(columns="path").equals(fs.image_table(b).drop(columns="path"))
+    for layer in fs.layer_names(a):
+        np.testing.assert_array_equal(fs.feature_layer(a, layer).values, fs.feature_layer(b, layer).values)
+    assert not list(store.rglob("*.partial"))
+
+
+def test_two_writers_one_refused_nothing_lost(tmp_path, many_dirs):
+    real, syn = many_dirs
+    store = tmp_path / "shared.zarr"
+    first = _start(real, syn, store)
+    _wait_committed(store, 2, first)
+    second = run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", FAST_MODEL,
+                 "--weights", "random:0", "--quiet")
+    assert "another process is extracting" in one_line_error(second)
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "48 images added" in out
+    assert _committed(store) == 48
+    table = fs.image_table(store)
+    assert table.index.is_unique and len(table) == 48
+
+
+def test_lock_is_held_in_process_too(tmp_path, pair_dirs):
+    store = tmp_path / "s.zarr"
+    with StoreWriter(store).locked():
+        p = run("extract", "--real", pair_dirs[0], "--synthetic", pair_dirs[1], "--store", store,
+                "--model", FAST_MODEL, "--quiet")
+    assert "another process is extracting" in one_line_error(p)

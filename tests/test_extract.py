@@ -1,0 +1,155 @@
+"""Extraction into the store: the DESIGN.md section 3 contract, resume, refusal, bad input."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+import fakesegment_nb as fs
+from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.extract import extract
+from fakesegment_nb.images import load_rgb
+from fakesegment_nb.store import StoreWriter
+
+from conftest import FAST_MODEL, make_pair_dirs
+
+
+def test_schema_is_the_contract(fast_store):
+    tree = xr.open_datatree(fast_store, engine="zarr", consolidated=False)
+    root = tree.to_dataset(inherit=False)
+    assert root.sizes["image"] == 8
+    for v in ("domain", "path", "pair", "height", "width", "sha256"):
+        assert v in root and root[v].dims == ("image",)
+    for a in ("model", "weights", "weights_trained", "input_size", "layers", "torch", "torchvision",
+              "fakesegment_nb", "created"):
+        assert a in tree.attrs
+    assert tree.attrs["model"] == FAST_MODEL and tree.attrs["weights"] == "random:0"
+    assert tree.attrs["weights_trained"] is False and "untrained" in tree.attrs["weights_warning"]
+    assert list(tree["layers"].children) == sorted(tree.attrs["layers"]) or set(tree["layers"].children) == set(tree.attrs["layers"])
+    ids = [str(i) for i in root["image"].values]
+    assert ids[:4] == ["real/astronaut.png", "real/chelsea.png", "real/coffee.png", "real/rocket.png"]
+    assert dict(zip(ids, map(str, root["pair"].values)))["synthetic/coffee.png"] == "real/coffee.png"
+    feats = tree["layers/c4_expand/features"]
+    assert feats.dims == ("image", "channel", "y", "x") and feats.dtype == np.float16
+    arr = zarr.open_group(str(fast_store), mode="r")["layers/c4_expand/features"]
+    assert arr.metadata.zarr_format == 3 and arr.chunks[0] == 1
+    assert arr.nbytes_stored() < arr.nbytes  # compressed
+
+
+def test_features_equal_torchvision_backbone_of_decoded_image(tmp_path, pair_dirs):
+    """ssd300_vgg16 (the default): features == model.backbone(model.transform([img])[0].tensors)."""
+    from torchvision.models.detection import ssd300_vgg16
+
+    real, syn = tmp_path / "r", tmp_path / "s"
+    real.mkdir(), syn.mkdir()
+    shutil.copy(pair_dirs[0] / "coffee.png", real)
+    shutil.copy(pair_dirs[1] / "rocket.png", syn)
+    store = tmp_path / "vgg.zarr"
+    extract(real, syn, store, weights="random:0", batch_size=2, progress=False)
+    torch.manual_seed(0)
+    model = ssd300_vgg16(weights=None, weights_backbone=None).eval()
+    tree = fs.open_store(store)
+    assert fs.layer_names(tree) == ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
+    img = torch.from_numpy(load_rgb(syn / "rocket.png")).permute(2, 0, 1).float() / 255
+    with torch.no_grad():
+        want = model.backbone(model.transform([img])[0].tensors)
+    for i, name in enumerate(fs.layer_names(tree)):
+        got = fs.feature_layer(tree, name).sel(image="synthetic/rocket.png").values.astype(np.float32)
+        ref = want[str(i)][0].numpy()
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3 * float(np.abs(ref).max()))
+
+
+def test_rerun_skips_stored_and_appends_new(tmp_path, pair_dirs):
+    real, syn = make_pair_dirs(tmp_path / "data", names=("coffee", "rocket"))
+    store = tmp_path / "s.zarr"
+    r1 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    assert (r1.added, r1.already_stored) == (4, 0)
+    before = fs.feature_layer(fs.open_store(store), "c5").values
+    r2 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    assert (r2.added, r2.already_stored) == (0, 4)
+    shutil.copy(pair_dirs[0] / "astronaut.png", real)  # a real image whose synthetic twin comes later
+    r3 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    assert (r3.added, r3.already_stored) == (1, 4)
+    shutil.copy(pair_dirs[1] / "astronaut.png", syn)
+    extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    tree = fs.open_store(store)
+    table = fs.image_table(tree)
+    assert len(table) == 6 and table.index.is_unique
+    assert table.loc["real/astronaut.png", "pair"] == "synthetic/astronaut.png"  # pair updated later
+    np.testing.assert_array_equal(fs.feature_layer(tree, "c5").values[:4], before)
+
+
+def test_corrupt_image_is_reported_and_skipped(tmp_path, pair_dirs):
+    real, syn = make_pair_dirs(tmp_path / "data", names=("coffee",))
+    (syn / "broken.png").write_bytes((syn / "coffee.png").read_bytes()[:300])
+    messages = []
+    res = extract(real, syn, tmp_path / "s.zarr", model=FAST_MODEL, weights="random:0", progress=False,
+                  report=messages.append)
+    assert res.added == 2 and res.failed == ["synthetic/broken.png"]
+    assert any("broken.png" in m and "cannot decode" in m for m in messages)
+
+
+def test_store_from_another_network_is_refused_and_kept(tmp_path, fast_store, pair_dirs):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    before = fs.image_table(store)
+    with pytest.raises(FakesegmentError, match=r"made with another network: weights 'random:0' \(this run: 'random:1'\)"):
+        extract(*pair_dirs, store, model=FAST_MODEL, weights="random:1", progress=False)
+    with pytest.raises(FakesegmentError, match="model 'ssdlite320_mobilenet_v3_large'"):
+        extract(*pair_dirs, store, model="torchvision:resnet18", layers=["layer1"], weights="random:0",
+                progress=False)
+    assert fs.image_table(store).equals(before)
+
+
+def test_other_architecture_and_fsspec_url(tmp_path, pair_dirs):
+    url = f"file://{tmp_path}/resnet.zarr"
+    extract(*pair_dirs, url, model="torchvision:resnet18", layers=["layer2", "layer4"], weights="random:0",
+            progress=False)
+    tree = fs.open_store(url)
+    assert tree.attrs["model"] == "torchvision:resnet18" and tree.attrs["input_size"] == [224, 224]
+    assert fs.feature_layer(tree, "layer2").shape == (8, 128, 28, 28)
+    assert fs.feature_layer(tree, "layer4").shape == (8, 512, 7, 7)
+
+
+def test_memory_url_store(pair_dirs):
+    url = "memory://fakesegment-test/store.zarr"
+    extract(*pair_dirs, url, model=FAST_MODEL, weights="random:0", progress=False)
+    res = extract(*pair_dirs, url, model=FAST_MODEL, weights="random:0", progress=False)
+    assert res.added == 0 and res.already_stored == 8
+    assert fs.open_store(url).sizes["image"] == 8
+
+
+def test_open_store_reads_only_committed_rows_of_an_interrupted_store(tmp_path, fast_store):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    w = StoreWriter(store)
+    start = w.reserve(3)  # rows written by a run that died before committing them
+    assert start == 8
+    tree = fs.open_store(store)
+    assert fs.feature_layer(tree, "c5").sizes["image"] == 8
+    assert w.repair() == 8
+    assert zarr.open_group(str(store))["layers/c5/features"].shape[0] == 8
+
+
+def test_feature_map_helpers(fast_store):
+    tree = fs.open_store(fast_store)
+    m = fs.feature_map(tree, "synthetic/coffee.png", "c5", 7)
+    assert m.dims == ("y", "x") and m.dtype == np.float32
+    full = fs.feature_layer(tree, "c5").sel(image="synthetic/coffee.png").values
+    np.testing.assert_array_equal(m.values, full[7].astype(np.float32))
+    with pytest.raises(FakesegmentError, match="no image"):
+        fs.feature_map(tree, "real/none.png", "c5", 0)
+    with pytest.raises(FakesegmentError, match="no layer"):
+        fs.feature_layer(tree, "conv4_3")
+    table = fs.image_table(fast_store)
+    assert list(table.columns) == ["domain", "path", "pair", "height", "width", "sha256"]
+    assert (table["height"] == 128).all()
+
+
+def test_open_store_on_non_store(tmp_path):
+    with pytest.raises(FakesegmentError, match="not a feature store"):
+        fs.open_store(tmp_path / "nothing.zarr")
