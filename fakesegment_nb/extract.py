@@ -56,11 +56,36 @@ def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.Data
                          "sha256": [e.sha256 for e in entries]})
 
 
-def run_backbone(backbone: Backbone, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``."""
+def run_backbone(backbone: Backbone, images: Sequence[np.ndarray], keep_float32: bool = False):
+    """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``.
+
+    With ``keep_float32`` also return the float32 features (to check what float16 lost).
+    """
     with torch.inference_mode():
         feats = backbone.features(backbone.preprocess(images))
-        return {k: v.to(torch.float16).cpu().numpy() for k, v in feats.items()}
+        half = {k: v.to(torch.float16).cpu().numpy() for k, v in feats.items()}
+        if keep_float32:
+            return half, {k: v.float().cpu().numpy() for k, v in feats.items()}
+        return half
+
+
+def float16_problems(half: dict[str, np.ndarray], full: dict[str, np.ndarray] | None = None) -> list[str]:
+    """Layers whose activations float16 cannot hold: overflow to inf, or most of them flushed to 0.
+
+    Random initialisations of some networks (ssdlite's) shrink activations below float16's
+    smallest value, which would leave an all-zero store without a word.
+    """
+    out = []
+    for name, h in half.items():
+        if not np.isfinite(h).all():
+            out.append(f"layer {name}: some activations overflow float16 (stored as inf)")
+        elif full is not None:
+            nonzero = full[name] != 0
+            lost = np.count_nonzero(nonzero & (h == 0)) / max(1, np.count_nonzero(nonzero))
+            if lost > 0.5:
+                out.append(f"layer {name}: {100 * lost:.0f}% of its non-zero activations underflow float16 "
+                           f"(largest {np.abs(full[name]).max():.1e}); these weights give it no usable signal")
+    return out
 
 
 def _decoded_batches(entries: Sequence[Entry], batch_size: int, report: Callable[[str], None],
@@ -206,15 +231,18 @@ def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, pr
     w = _Writer(writer, attrs, bar)
     w.start()
     fwd = 0.0
-    overflow = False
+    checked = False
     try:
         for entries, arrays in _decoded_batches(todo, batch_size, report, result.failed):
             t = time.perf_counter()
-            feats = run_backbone(backbone, arrays)
+            if checked:
+                feats = run_backbone(backbone, arrays)
+            else:  # the first batch: say so if float16 cannot hold these activations
+                feats, full = run_backbone(backbone, arrays, keep_float32=True)
+                for msg in float16_problems(feats, full):
+                    report(f"warning: {msg}")
+                checked, full = True, None
             fwd += time.perf_counter() - t
-            if not overflow and any(not np.isfinite(v).all() for v in feats.values()):
-                overflow = True
-                report("warning: some features overflow float16 (stored as inf)")
             w.put((entries, [a.shape[:2] for a in arrays], feats))
             result.added += len(entries)
     finally:

@@ -80,17 +80,16 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     path = _normalise(path)
     if _is_local(path) and not (_local_path(path) / "zarr.json").is_file():
         raise FakesegmentError(f"{path} is not a feature store (no zarr.json); run `fakesegment extract` first")
+    opts = dict(engine="zarr", consolidated=False, zarr_format=3,
+                chunks=None if chunks is None else dict(chunks), storage_options=storage_options)
     try:
-        groups = xr.open_groups(path, engine="zarr", consolidated=False, zarr_format=3,
-                                chunks=None if chunks is None else dict(chunks),
-                                storage_options=storage_options)
+        groups = xr.open_groups(path, **opts)
     except FileNotFoundError:
         raise FakesegmentError(f"{path} is not a feature store") from None
     except ValueError as exc:
-        if "conflicting sizes" in str(exc):
-            raise FakesegmentError(f"{path} is being written or was interrupted mid-commit; "
-                                   "wait for the extraction or rerun it to complete the store") from None
-        raise
+        if "conflicting sizes" not in str(exc):
+            raise
+        groups = _open_groups_mid_commit(path, opts)
     root = groups["/"]
     if "domain" not in root or "image" not in root.coords:
         raise FakesegmentError(f"{path} is a zarr group but not a feature store (no image table)")
@@ -99,6 +98,32 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
         if name != "/" and "image" in ds.dims and ds.sizes["image"] != n:
             groups[name] = ds.isel(image=slice(0, n))
     return xr.DataTree.from_dict(groups)
+
+
+def _open_groups_mid_commit(path: str, opts: dict) -> dict[str, xr.Dataset]:
+    """Open a store whose root arrays differ in length (a commit cut short, or in progress).
+
+    Each variable is opened on its own and cut to the shortest root array: the committed rows.
+    """
+    top = zarr.open_group(path, mode="r", storage_options=opts["storage_options"])
+    n = min(top[v].shape[0] for v in ("image", *ROOT_VARS) if v in top)
+
+    def open_group(name: str, node: zarr.Group) -> xr.Dataset:
+        names = [k for k, _ in node.arrays()]
+        parts = []
+        for k in names:
+            ds = xr.open_dataset(path, group=name, drop_variables=[o for o in names if o != k], **opts)
+            parts.append(ds.isel(image=slice(0, n)) if "image" in ds.dims else ds)
+        return xr.merge(parts, combine_attrs="override") if parts else xr.Dataset(attrs=dict(node.attrs))
+
+    groups = {"/": open_group("/", top)}
+    for name, node in top.groups():
+        stack = [(name, node)]
+        while stack:
+            gname, g = stack.pop()
+            groups["/" + gname] = open_group(gname, g)
+            stack.extend((f"{gname}/{k}", sub) for k, sub in g.groups())
+    return groups
 
 
 def _as_tree(store) -> xr.DataTree:

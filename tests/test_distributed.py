@@ -6,7 +6,7 @@ import pytest
 import fakesegment_nb as fs
 from fakesegment_nb.extract import extract
 
-from conftest import FAST_MODEL
+from conftest import FAST_LAYERS, FAST_MODEL
 
 
 def test_localcluster_store_identical_to_single_process(tmp_path, pair_dirs, fast_store):
@@ -14,10 +14,10 @@ def test_localcluster_store_identical_to_single_process(tmp_path, pair_dirs, fas
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         store = tmp_path / "dist.zarr"
-        res = extract(*pair_dirs, store, model=FAST_MODEL, weights="random:0", batch_size=3,
+        res = extract(*pair_dirs, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3,
                       scheduler=cluster.scheduler_address, progress=False)
         assert res.added == 8
-        again = extract(*pair_dirs, store, model=FAST_MODEL, weights="random:0", batch_size=3,
+        again = extract(*pair_dirs, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3,
                         scheduler=cluster.scheduler_address, progress=False)
         assert again.added == 0 and again.already_stored == 8
     a, b = fs.open_store(fast_store), fs.open_store(store)

@@ -14,7 +14,7 @@ from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
 from fakesegment_nb.store import StoreWriter
 
-from conftest import FAST_MODEL, make_pair_dirs
+from conftest import FAST_LAYERS, FAST_MODEL, make_pair_dirs
 
 
 def test_schema_is_the_contract(fast_store):
@@ -32,9 +32,9 @@ def test_schema_is_the_contract(fast_store):
     ids = [str(i) for i in root["image"].values]
     assert ids[:4] == ["real/astronaut.png", "real/chelsea.png", "real/coffee.png", "real/rocket.png"]
     assert dict(zip(ids, map(str, root["pair"].values)))["synthetic/coffee.png"] == "real/coffee.png"
-    feats = tree["layers/c4_expand/features"]
+    feats = tree["layers/layer1/features"]
     assert feats.dims == ("image", "channel", "y", "x") and feats.dtype == np.float16
-    arr = zarr.open_group(str(fast_store), mode="r")["layers/c4_expand/features"]
+    arr = zarr.open_group(str(fast_store), mode="r")["layers/layer1/features"]
     assert arr.metadata.zarr_format == 3 and arr.chunks[0] == 1
     assert arr.nbytes_stored() < arr.nbytes  # compressed
 
@@ -66,28 +66,28 @@ def test_features_equal_torchvision_backbone_of_decoded_image(tmp_path, pair_dir
 def test_rerun_skips_stored_and_appends_new(tmp_path, pair_dirs):
     real, syn = make_pair_dirs(tmp_path / "data", names=("coffee", "rocket"))
     store = tmp_path / "s.zarr"
-    r1 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    r1 = extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
     assert (r1.added, r1.already_stored) == (4, 0)
-    before = fs.feature_layer(fs.open_store(store), "c5").values
-    r2 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    before = fs.feature_layer(fs.open_store(store), "layer2").values
+    r2 = extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
     assert (r2.added, r2.already_stored) == (0, 4)
     shutil.copy(pair_dirs[0] / "astronaut.png", real)  # a real image whose synthetic twin comes later
-    r3 = extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    r3 = extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
     assert (r3.added, r3.already_stored) == (1, 4)
     shutil.copy(pair_dirs[1] / "astronaut.png", syn)
-    extract(real, syn, store, model=FAST_MODEL, weights="random:0", batch_size=3, progress=False)
+    extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
     tree = fs.open_store(store)
     table = fs.image_table(tree)
     assert len(table) == 6 and table.index.is_unique
     assert table.loc["real/astronaut.png", "pair"] == "synthetic/astronaut.png"  # pair updated later
-    np.testing.assert_array_equal(fs.feature_layer(tree, "c5").values[:4], before)
+    np.testing.assert_array_equal(fs.feature_layer(tree, "layer2").values[:4], before)
 
 
 def test_corrupt_image_is_reported_and_skipped(tmp_path, pair_dirs):
     real, syn = make_pair_dirs(tmp_path / "data", names=("coffee",))
     (syn / "broken.png").write_bytes((syn / "coffee.png").read_bytes()[:300])
     messages = []
-    res = extract(real, syn, tmp_path / "s.zarr", model=FAST_MODEL, weights="random:0", progress=False,
+    res = extract(real, syn, tmp_path / "s.zarr", model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False,
                   report=messages.append)
     assert res.added == 2 and res.failed == ["synthetic/broken.png"]
     assert any("broken.png" in m and "cannot decode" in m for m in messages)
@@ -98,10 +98,9 @@ def test_store_from_another_network_is_refused_and_kept(tmp_path, fast_store, pa
     shutil.copytree(fast_store, store)
     before = fs.image_table(store)
     with pytest.raises(FakesegmentError, match=r"made with another network: weights 'random:0' \(this run: 'random:1'\)"):
-        extract(*pair_dirs, store, model=FAST_MODEL, weights="random:1", progress=False)
-    with pytest.raises(FakesegmentError, match="model 'ssdlite320_mobilenet_v3_large'"):
-        extract(*pair_dirs, store, model="torchvision:resnet18", layers=["layer1"], weights="random:0",
-                progress=False)
+        extract(*pair_dirs, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:1", progress=False)
+    with pytest.raises(FakesegmentError, match="model 'torchvision:resnet18'"):
+        extract(*pair_dirs, store, model="ssdlite320_mobilenet_v3_large", weights="random:0", progress=False)
     assert fs.image_table(store).equals(before)
 
 
@@ -117,8 +116,8 @@ def test_other_architecture_and_fsspec_url(tmp_path, pair_dirs):
 
 def test_memory_url_store(pair_dirs):
     url = "memory://fakesegment-test/store.zarr"
-    extract(*pair_dirs, url, model=FAST_MODEL, weights="random:0", progress=False)
-    res = extract(*pair_dirs, url, model=FAST_MODEL, weights="random:0", progress=False)
+    extract(*pair_dirs, url, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False)
+    res = extract(*pair_dirs, url, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False)
     assert res.added == 0 and res.already_stored == 8
     assert fs.open_store(url).sizes["image"] == 8
 
@@ -130,19 +129,19 @@ def test_open_store_reads_only_committed_rows_of_an_interrupted_store(tmp_path, 
     start = w.reserve(3)  # rows written by a run that died before committing them
     assert start == 8
     tree = fs.open_store(store)
-    assert fs.feature_layer(tree, "c5").sizes["image"] == 8
+    assert fs.feature_layer(tree, "layer2").sizes["image"] == 8
     assert w.repair() == 8
-    assert zarr.open_group(str(store))["layers/c5/features"].shape[0] == 8
+    assert zarr.open_group(str(store))["layers/layer2/features"].shape[0] == 8
 
 
 def test_feature_map_helpers(fast_store):
     tree = fs.open_store(fast_store)
-    m = fs.feature_map(tree, "synthetic/coffee.png", "c5", 7)
+    m = fs.feature_map(tree, "synthetic/coffee.png", "layer2", 7)
     assert m.dims == ("y", "x") and m.dtype == np.float32
-    full = fs.feature_layer(tree, "c5").sel(image="synthetic/coffee.png").values
+    full = fs.feature_layer(tree, "layer2").sel(image="synthetic/coffee.png").values
     np.testing.assert_array_equal(m.values, full[7].astype(np.float32))
     with pytest.raises(FakesegmentError, match="no image"):
-        fs.feature_map(tree, "real/none.png", "c5", 0)
+        fs.feature_map(tree, "real/none.png", "layer2", 0)
     with pytest.raises(FakesegmentError, match="no layer"):
         fs.feature_layer(tree, "conv4_3")
     table = fs.image_table(fast_store)
@@ -153,3 +152,32 @@ def test_feature_map_helpers(fast_store):
 def test_open_store_on_non_store(tmp_path):
     with pytest.raises(FakesegmentError, match="not a feature store"):
         fs.open_store(tmp_path / "nothing.zarr")
+
+
+def test_float16_underflow_is_reported(tmp_path, pair_dirs):
+    """ssdlite's random initialisation gives activations ~1e-13: float16 flushes them to zero."""
+    messages = []
+    extract(*pair_dirs, tmp_path / "lite.zarr", model="ssdlite320_mobilenet_v3_large", weights="random:0",
+            progress=False, report=messages.append)
+    warned = [m for m in messages if "underflow float16" in m]
+    assert any(m.startswith("warning: layer c4_expand:") for m in warned)
+    silent = []
+    extract(*pair_dirs, tmp_path / "res.zarr", model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0",
+            progress=False, report=silent.append)
+    assert not [m for m in silent if "float16" in m]
+    assert float(abs(fs.feature_layer(fs.open_store(tmp_path / "res.zarr"), "layer3")).max()) > 0.1
+
+
+def test_open_store_mid_commit_shows_the_committed_rows(tmp_path, fast_store):
+    """A kill between the root arrays' appends leaves them of different lengths: still readable."""
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    g = zarr.open_group(str(store))
+    g["domain"].resize((9,))  # as if the commit of a 9th image died after its first array
+    g["image"].resize((10,))
+    tree = fs.open_store(store)
+    assert tree.sizes["image"] == 8 and tree.attrs["model"] == FAST_MODEL
+    assert fs.feature_layer(tree, "layer2").sizes["image"] == 8
+    assert len(fs.image_table(tree)) == 8
+    assert StoreWriter(store).repair() == 8
+    assert xr.open_datatree(store, engine="zarr", consolidated=False).sizes["image"] == 8
