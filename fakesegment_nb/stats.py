@@ -1,0 +1,450 @@
+"""Domain statistics of a feature store: the tables behind ``fakesegment stats``.
+
+Three tables (DESIGN.md section 5; the CSV names and columns are a contract):
+
+* ``layers.csv`` -- one row per layer: ``fid``, ``kid`` on the per-image vectors, and
+  ``patch_fd``, the Fréchet distance between Gaussians fitted to the per-location feature
+  vectors (every ``(y, x)`` of every image), which stays meaningful with few images.
+* ``channels.csv`` -- one row per (layer, channel): per-domain mean and std (ddof=1) of the
+  per-image channel means, the fraction of positive activations, Cohen's d.
+* ``pairs.csv`` -- one row per (paired synthetic image, layer): ``mse``, ``ssim``, ``cosine``.
+
+Everything is a dask reduction over the chunked store, a layer at a time, in blocks of a few
+MiB: memory grows with the number of images only through the ``(images, channels)`` table of
+per-image vectors. A running ``dask.distributed.Client`` is used when there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import __version__
+from .errors import FakesegmentError
+from .metrics import cohens_d, fid, frechet_from_moments, kid
+from .store import _as_tree, _strings, feature_layer, image_table, layer_names
+
+LAYER_COLUMNS = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", "channels", "height",
+                 "width", "n_nonfinite"]
+CHANNEL_COLUMNS = ["layer", "channel", "mean_real", "std_real", "mean_synthetic", "std_synthetic",
+                   "active_real", "active_synthetic", "effect_size"]
+PAIR_COLUMNS = ["image", "pair", "layer", "mse", "ssim", "cosine"]
+TABLES = ("layers", "channels", "pairs")
+BLOCK_BYTES = 8 * 2**20  # float64 bytes of one block of images handed to a task
+
+
+@dataclass
+class StatsTables:
+    """The three tables of a store (``pairs`` is empty when the store has no pairs)."""
+
+    layers: pd.DataFrame
+    channels: pd.DataFrame
+    pairs: pd.DataFrame
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        return getattr(self, name)
+
+
+# --------------------------------------------------------------------------------------------
+# block functions (run in dask tasks; module level so distributed workers can import them)
+
+
+def _block_vectors(block: np.ndarray) -> np.ndarray:
+    """(k, C, h, w) float16 -> (k, C) float64 means over y, x."""
+    return block.astype(np.float64).mean(axis=(2, 3))
+
+
+def _block_active(block: np.ndarray) -> np.ndarray:
+    """(k, C, h, w) -> (k, C) fraction of positive values."""
+    return (block > 0).mean(axis=(2, 3), dtype=np.float64)
+
+
+def _block_nonfinite(block: np.ndarray) -> np.ndarray:
+    """(k, C, h, w) -> (k,) 1.0 where an image holds NaN or inf."""
+    return (~np.isfinite(block)).any(axis=(1, 2, 3)).astype(np.float64)
+
+
+def _block_scatter(block: np.ndarray) -> np.ndarray:
+    """(k, C, h, w) -> (1, C, C): sum over the k images of the within-image scatter matrix
+    ``sum_loc (x - m_i)(x - m_i)^T`` of the per-location vectors."""
+    k, c = block.shape[:2]
+    out = np.zeros((1, c, c))
+    with np.errstate(all="ignore"):
+        for i in range(k):
+            x = block[i].reshape(c, -1).astype(np.float64)
+            x -= x.mean(axis=1, keepdims=True)
+            out[0] += x @ x.T
+    return out
+
+
+def _block_pairs(syn: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Aligned (k, C, h, w) blocks -> (k, 3): mse, ssim, cosine per pair."""
+    from .ssim import feature_ssim  # torch: imported only where SSIM is computed
+
+    a, b = syn.astype(np.float64), real.astype(np.float64)
+    with np.errstate(all="ignore"):
+        mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
+        dot = (a * b).sum(axis=(1, 2, 3))
+        norms = np.sqrt((a * a).sum(axis=(1, 2, 3)) * (b * b).sum(axis=(1, 2, 3)))
+        cosine = np.where(norms > 0, dot / norms, np.nan)
+    ssim = feature_ssim(a, b)
+    return np.stack([mse, ssim, cosine], axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# one layer
+
+
+def _block_size(c: int, h: int, w: int) -> int:
+    return max(1, int(BLOCK_BYTES // max(1, c * h * w * 8)))
+
+
+def _dask_features(tree, layer: str) -> da.Array:
+    arr = feature_layer(tree, layer)
+    if arr.chunks is None:
+        arr = arr.chunk({"image": 1})
+    return arr.data
+
+
+def _domain_parts(feats: da.Array, idx: np.ndarray, k: int) -> dict:
+    c = feats.shape[1]
+    x = feats[idx].rechunk({0: k, 1: -1, 2: -1, 3: -1})
+    nblocks = len(x.chunks[0])
+    scatter = x.map_blocks(_block_scatter, dtype=np.float64, drop_axis=3,
+                           chunks=((1,) * nblocks, (c,), (c,)))
+    return {"vectors": x.map_blocks(_block_vectors, dtype=np.float64, drop_axis=[2, 3]),
+            "active": x.map_blocks(_block_active, dtype=np.float64, drop_axis=[2, 3]),
+            "nonfinite": x.map_blocks(_block_nonfinite, dtype=np.float64, drop_axis=[1, 2, 3]),
+            "scatter": scatter.sum(axis=0, split_every=4)}
+
+
+def _pair_part(feats: da.Array, syn_idx: np.ndarray, real_idx: np.ndarray, k: int) -> da.Array:
+    chunks = {0: k, 1: -1, 2: -1, 3: -1}
+    s = feats[syn_idx].rechunk(chunks)
+    r = feats[real_idx].rechunk(chunks)
+    return da.map_blocks(_block_pairs, s, r, dtype=np.float64, drop_axis=[2, 3],
+                         chunks=(s.chunks[0], (3,)))
+
+
+def _patch_fd(vr, sr, vs, ss, hw: int) -> float:
+    """Fréchet distance of per-location vectors from per-image means and within scatters."""
+    if hw == 1:  # one location per image: the per-location vectors are the per-image ones
+        return fid(vr, vs)
+
+    def moments(v, scatter):
+        n_loc = len(v) * hw
+        if n_loc < 2:
+            return None
+        mu = v.mean(axis=0)
+        dev = v - mu
+        return mu, (scatter + hw * dev.T @ dev) / (n_loc - 1)
+
+    a, b = moments(vr, sr), moments(vs, ss)
+    if a is None or b is None:
+        return float("nan")
+    return frechet_from_moments(*a, *b)
+
+
+def _layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
+                 want: set) -> dict:
+    feats = _dask_features(tree, layer)
+    _, c, h, w = feats.shape
+    k = _block_size(c, h, w)
+    idx_r, idx_s = np.flatnonzero(domains == "real"), np.flatnonzero(domains == "synthetic")
+    todo = {}
+    if want & {"layers", "channels"}:
+        todo["real"] = _domain_parts(feats, idx_r, k)
+        todo["synthetic"] = _domain_parts(feats, idx_s, k)
+    if "pairs" in want and len(pairs[0]):
+        todo["pairs"] = _pair_part(feats, *pairs, max(1, k // 2))
+    (res,) = dask.compute(todo)
+    out = {"channels": c, "height": h, "width": w}
+    if "pairs" in res:
+        out["pairs"] = res["pairs"]
+    if "real" not in res:
+        return out
+    r, s = res["real"], res["synthetic"]
+    vr, vs = r["vectors"], s["vectors"]
+    nonfinite = int(r["nonfinite"].sum() + s["nonfinite"].sum())
+    if nonfinite:
+        warnings.warn(f"layer {layer}: {nonfinite} images hold NaN or inf features (float16 overflow?); "
+                      "their fid, kid and patch_fd are NaN", RuntimeWarning, stacklevel=3)
+    nan = float("nan")
+    out["layer_row"] = {"layer": layer, "fid": nan if nonfinite else fid(vr, vs),
+                        "kid": nan if nonfinite else kid(vr, vs),
+                        "patch_fd": nan if nonfinite else _patch_fd(vr, r["scatter"], vs, s["scatter"], h * w),
+                        "n_real": len(vr), "n_synthetic": len(vs), "channels": c, "height": h,
+                        "width": w, "n_nonfinite": nonfinite}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out["channel_rows"] = pd.DataFrame({
+            "layer": layer, "channel": np.arange(c),
+            "mean_real": vr.mean(axis=0), "std_real": vr.std(axis=0, ddof=1),
+            "mean_synthetic": vs.mean(axis=0), "std_synthetic": vs.std(axis=0, ddof=1),
+            "active_real": r["active"].mean(axis=0), "active_synthetic": s["active"].mean(axis=0),
+            "effect_size": cohens_d(vr, vs, axis=0)})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# whole store
+
+
+def _pairs_of(images: pd.DataFrame) -> pd.DataFrame:
+    """Synthetic images whose pair is a stored real image: columns image, pair, i_syn, i_real."""
+    pos = pd.Series(np.arange(len(images)), index=images.index)
+    real_ids = set(images.index[images["domain"] == "real"])
+    syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
+    return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
+                         "i_syn": pos[syn.index].to_numpy(), "i_real": pos[syn["pair"]].to_numpy()})
+
+
+def fingerprint(store) -> str:
+    """What the cached statistics depend on: images, domains, contents, pairs, network, version."""
+    tree = _as_tree(store)
+    images = image_table(tree)
+    h = hashlib.sha256()
+    h.update(json.dumps({k: tree.attrs.get(k) for k in ("model", "weights", "layers", "input_size")},
+                        sort_keys=True, default=str).encode())
+    h.update(__version__.encode())
+    for col in ("domain", "sha256", "pair"):
+        h.update("\0".join(images[col].astype(str)).encode())
+    h.update("\0".join(images.index.astype(str)).encode())
+    return h.hexdigest()
+
+
+def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
+    """Compute the statistics tables of a store (no cache), a layer at a time.
+
+    Parameters
+    ----------
+    store : store path / URL or the DataTree of :func:`~fakesegment_nb.open_store`.
+    tables : which of ``"layers"``, ``"channels"``, ``"pairs"`` to compute; the others come
+        back empty (layers and channels share one pass over the store).
+    layers : layer names (default: all, in network order).
+
+    Raises
+    ------
+    FakesegmentError
+        The store has no real or no synthetic images (every table compares the two), or an
+        unknown layer or table is asked for.
+    """
+    tree = _as_tree(store)
+    want = set(tables)
+    if want - set(TABLES):
+        raise FakesegmentError(f"unknown statistics table(s) {sorted(want - set(TABLES))}; choose from {TABLES}")
+    images = image_table(tree)
+    domains = images["domain"].to_numpy(dtype=str)
+    counts = {d: int((domains == d).sum()) for d in ("real", "synthetic")}
+    if want & {"layers", "channels"} and min(counts.values()) == 0:
+        empty = [d for d, n in counts.items() if n == 0]
+        raise FakesegmentError(f"the store has no {' and no '.join(empty)} images "
+                               f"({counts['real']} real, {counts['synthetic']} synthetic); "
+                               "domain statistics compare real with synthetic")
+    pairs = _pairs_of(images)
+    layers = layer_names(tree) if layers is None else list(layers)
+    layer_rows, channel_rows, pair_rows = [], [], []
+    for layer in layers:
+        res = _layer_stats(tree, layer, domains, (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
+        if "layer_row" in res:
+            layer_rows.append(res["layer_row"])
+            channel_rows.append(res["channel_rows"])
+        if "pairs" in res:
+            pair_rows.append(pd.DataFrame({"image": pairs["image"].to_numpy(), "pair": pairs["pair"].to_numpy(),
+                                           "layer": layer, "mse": res["pairs"][:, 0],
+                                           "ssim": res["pairs"][:, 1], "cosine": res["pairs"][:, 2]}))
+    return StatsTables(_table(layer_rows, LAYER_COLUMNS, records=True),
+                       _table(channel_rows, CHANNEL_COLUMNS),
+                       _sort_pairs(_table(pair_rows, PAIR_COLUMNS), pairs, layers))
+
+
+def _table(parts, columns, records=False) -> pd.DataFrame:
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("layer", "image", "pair") else float)
+                             for c in columns})
+    df = pd.DataFrame.from_records(parts) if records else pd.concat(parts, ignore_index=True)
+    return df[columns].reset_index(drop=True)
+
+
+def _sort_pairs(df: pd.DataFrame, pairs: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    order = {im: i for i, im in enumerate(pairs["image"])}
+    lorder = {l: i for i, l in enumerate(layers)}
+    key = df["image"].map(order) * len(layers) + df["layer"].map(lorder)
+    return df.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# cache in the store's stats/ group
+
+
+def cached_stats(store) -> StatsTables | None:
+    """The tables cached in the store's ``stats/`` group, or None if absent or out of date."""
+    tree = _as_tree(store)
+    if "stats" not in tree.children or "layers" not in tree["stats"].children:
+        return None
+    fp = fingerprint(tree)
+    out = {}
+    for name, columns in zip(TABLES, (LAYER_COLUMNS, CHANNEL_COLUMNS, PAIR_COLUMNS)):
+        node = tree["stats"].children.get(name)
+        if node is None:
+            if name == "pairs" and tree["stats/layers"].attrs.get("has_pairs") is False:
+                out[name] = _table([], columns)
+                continue
+            return None
+        if node.attrs.get("fingerprint") != fp:
+            return None
+        df = node.to_dataset(inherit=False).load().to_dataframe().reset_index(drop=True)
+        for col in ("layer", "image", "pair"):
+            if col in df:
+                df[col] = _strings(df[col].to_numpy())
+        out[name] = df[columns]
+    return StatsTables(**out)
+
+
+def _write_cache(url: str, tables: StatsTables, fp: str) -> None:
+    import zarr
+
+    for name in TABLES:
+        df = tables[name]
+        if df.empty:
+            continue
+        ds = xr.Dataset({c: ("row", df[c].to_numpy(dtype=object if df[c].dtype == object else None))
+                         for c in df.columns},
+                        attrs={"fingerprint": fp, "has_pairs": not tables.pairs.empty})
+        ds.to_zarr(url, group=f"stats/{name}", mode="w", consolidated=False, zarr_format=3)
+    if tables.pairs.empty:
+        g = zarr.open_group(url, mode="a", zarr_format=3)
+        if "stats" in g and "pairs" in g["stats"]:
+            del g["stats"]["pairs"]
+
+
+def domain_stats(store, cache: bool = True) -> StatsTables:
+    """All three tables: from the store's ``stats/`` cache when it is up to date, else computed.
+
+    Parameters
+    ----------
+    store : store path / URL or an opened DataTree.
+    cache : read the cache if fresh (nothing is written; :func:`write_stats` does that).
+    """
+    tree = _as_tree(store)
+    if cache:
+        hit = cached_stats(tree)
+        if hit is not None:
+            return hit
+    return compute_stats(tree)
+
+
+def layer_table(store, cache: bool = True) -> pd.DataFrame:
+    """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...``."""
+    tree = _as_tree(store)
+    hit = cached_stats(tree) if cache else None
+    return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
+
+
+def channel_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
+    """``channels.csv`` as a DataFrame (optionally one layer's rows), one row per channel."""
+    tree = _as_tree(store)
+    hit = cached_stats(tree) if cache else None
+    if hit is not None:
+        df = hit.channels
+    else:
+        df = compute_stats(tree, ("channels",), layers=None if layer is None else [layer]).channels
+    return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
+
+
+def pair_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
+    """``pairs.csv`` as a DataFrame: ``image, pair, layer, mse, ssim, cosine`` (empty if no pairs)."""
+    tree = _as_tree(store)
+    hit = cached_stats(tree) if cache else None
+    if hit is not None:
+        df = hit.pairs
+    else:
+        df = compute_stats(tree, ("pairs",), layers=None if layer is None else [layer]).pairs
+    return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
+
+
+def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
+    """Compute (or reuse) the statistics, cache them in the store and write the CSV files.
+
+    Parameters
+    ----------
+    store : store path or URL (it is written to: ``stats/layers``, ``stats/channels``,
+        ``stats/pairs``; the root group and its attributes are left alone).
+    out_dir : folder for ``layers.csv``, ``channels.csv`` and, when the store has pairs,
+        ``pairs.csv`` (a stale ``pairs.csv`` there is removed). None: cache only.
+    recompute : ignore an up-to-date cache.
+
+    Returns
+    -------
+    StatsTables
+    """
+    if not isinstance(store, (str, Path)):
+        raise FakesegmentError("write_stats needs the store's path or URL (it writes the stats/ group)")
+    url = str(store)
+    tree = _as_tree(url)
+    tables = None if recompute else cached_stats(tree)
+    if tables is None:
+        tables = compute_stats(tree)
+        _write_cache(url, tables, fingerprint(tree))
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tables.layers.to_csv(out / "layers.csv", index=False)
+        tables.channels.to_csv(out / "channels.csv", index=False)
+        if tables.pairs.empty:
+            (out / "pairs.csv").unlink(missing_ok=True)
+        else:
+            tables.pairs.to_csv(out / "pairs.csv", index=False)
+    return tables
+
+
+# --------------------------------------------------------------------------------------------
+# several stores
+
+
+def _label(tree) -> str:
+    return f"{tree.attrs.get('model', '?')} ({tree.attrs.get('weights', '?')})"
+
+
+def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
+    """Layer tables of several stores side by side (different models or weights, same images).
+
+    Parameters
+    ----------
+    stores : store paths / URLs or opened DataTrees.
+    labels : one name per store (default ``"model (weights)"``, numbered if repeated).
+    cache : use each store's up-to-date ``stats/`` cache when it has one.
+
+    Returns
+    -------
+    DataFrame indexed by layer depth (0 = first layer), columns ``(label, field)`` with fields
+    ``layer, fid, kid, patch_fd, n_real, n_synthetic``. Warns when the stores do not hold the
+    same images (by content) -- their distances are then not comparable.
+    """
+    trees = [_as_tree(s) for s in stores]
+    if not trees:
+        raise FakesegmentError("compare_stores needs at least one store")
+    if labels is None:
+        base = [_label(t) for t in trees]
+        labels = [f"{l} #{base[:i + 1].count(l)}" if base.count(l) > 1 else l for i, l in enumerate(base)]
+    labels = list(labels)
+    if len(labels) != len(trees) or len(set(labels)) != len(labels):
+        raise FakesegmentError("compare_stores needs one distinct label per store")
+    contents = [tuple(sorted(zip(*(image_table(t)[c] for c in ("domain", "sha256"))))) for t in trees]
+    if len(set(contents)) > 1:
+        warnings.warn("the stores do not hold the same images; their distances are not comparable",
+                      UserWarning, stacklevel=2)
+    fields = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic"]
+    parts = {lab: layer_table(t, cache=cache)[fields].rename_axis("depth") for lab, t in zip(labels, trees)}
+    return pd.concat(parts, axis=1, names=["store", "field"])

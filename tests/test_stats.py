@@ -1,0 +1,272 @@
+"""Domain statistics against direct numpy/scipy/skimage computations, ranking, edge cases, CLI."""
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from skimage.metrics import structural_similarity
+
+import fakesegment_nb as fs
+from fakesegment_nb.cli import main
+from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.metrics import cohens_d, fid, kid
+from fakesegment_nb.stats import (CHANNEL_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
+                                  compute_stats)
+from fakesegment_nb.store import StoreWriter
+
+from statstores import LAYERS, SEVERITIES, build_store, extracted_store, severity_store
+
+
+# ---------------------------------------------------------------------------------------------
+# direct references, written independently of fakesegment_nb.metrics
+
+
+def direct_fid(x, y):
+    mx, my = x.mean(0), y.mean(0)
+    cx, cy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    # tr((cx cy)^1/2) through the symmetric route: eigenvalues of cx^1/2 cy cx^1/2
+    w, v = np.linalg.eigh(cx)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    lam = np.linalg.eigvalsh(root @ cy @ root)
+    return ((mx - my) ** 2).sum() + np.trace(cx) + np.trace(cy) - 2 * np.sqrt(np.clip(lam, 0, None)).sum()
+
+
+def direct_kid(x, y):
+    d = x.shape[1]
+    k = lambda a, b: (a @ b / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    sxx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+    syy = sum(k(y[i], y[j]) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    sxy = sum(k(x[i], y[j]) for i in range(m) for j in range(n)) / (m * n)
+    return sxx + syy - 2 * sxy
+
+
+def stored(store, layer):
+    tree = xr.open_datatree(store, engine="zarr", consolidated=False)
+    root = tree.to_dataset(inherit=False)
+    f = tree[f"layers/{layer}/features"].values.astype(np.float64)
+    strings = lambda v: np.array([str(x) for x in np.asarray(root[v].values).tolist()])  # noqa: E731
+    return f, strings("domain"), strings("pair"), strings("image")
+
+
+# ---------------------------------------------------------------------------------------------
+# reference computations on a store of real photos
+
+
+@pytest.fixture(scope="module")
+def tables():
+    return {s: compute_stats(severity_store(s)) for s in SEVERITIES}
+
+
+def test_fid_kid_patch_fd_match_direct_computation(tables):
+    store = severity_store(2)
+    lt = tables[2].layers.set_index("layer")
+    assert list(lt.index) == LAYERS
+    for layer in LAYERS:
+        f, dom, _, _ = stored(store, layer)
+        vec = f.mean(axis=(2, 3))
+        x, y = vec[dom == "real"], vec[dom == "synthetic"]
+        # the contract's route, literally: eigenvalues of the product (reproduced to rounding)
+        cx, cy = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        literal = (((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(cx) + np.trace(cy)
+                   - 2 * np.sqrt(np.clip(np.linalg.eigvals(cx @ cy).real, 0, None)).sum())
+        assert lt.loc[layer, "fid"] == pytest.approx(literal, rel=1e-9, abs=1e-9)
+        # and an independent symmetric route; with 6 images < channels the near-zero
+        # eigenvalues of the product add noise of order 1e-6 to the literal one
+        assert lt.loc[layer, "fid"] == pytest.approx(direct_fid(x, y), rel=1e-5, abs=1e-8)
+        assert lt.loc[layer, "kid"] == pytest.approx(direct_kid(x, y), rel=1e-6, abs=1e-8)
+        # patch level: every (y, x) location of every image is one vector
+        loc = lambda a: a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])  # noqa: E731
+        assert lt.loc[layer, "patch_fd"] == pytest.approx(direct_fid(loc(f[dom == "real"]), loc(f[dom == "synthetic"])),
+                                                          rel=1e-5, abs=1e-8)
+        assert (lt.loc[layer, "n_real"], lt.loc[layer, "n_synthetic"]) == (6, 6)
+        assert lt.loc[layer, "channels"] == f.shape[1] and lt.loc[layer, "height"] == f.shape[2]
+    assert lt.loc["avgpool", "patch_fd"] == lt.loc["avgpool", "fid"]  # 1x1 maps
+
+
+def test_channel_table_matches_pandas(tables):
+    ct = tables[2].channels
+    assert list(ct.columns) == CHANNEL_COLUMNS
+    f, dom, _, _ = stored(severity_store(2), "layer2")
+    vec = pd.DataFrame(f.mean(axis=(2, 3)))
+    sub = ct[ct["layer"] == "layer2"].set_index("channel")
+    assert len(sub) == f.shape[1]
+    r, s = vec[dom == "real"], vec[dom == "synthetic"]
+    np.testing.assert_allclose(sub["mean_real"], r.mean(), rtol=1e-12)
+    np.testing.assert_allclose(sub["std_synthetic"], s.std(), rtol=1e-9)  # pandas: ddof=1
+    np.testing.assert_allclose(sub["active_real"], (f[dom == "real"] > 0).mean(axis=(0, 2, 3)), rtol=1e-12)
+    pooled = np.sqrt((5 * r.var() + 5 * s.var()) / 10)
+    d = ((s.mean() - r.mean()) / pooled).where(pooled > 0)
+    np.testing.assert_allclose(sub["effect_size"], d, rtol=1e-9)
+
+
+def test_pair_table_matches_skimage(tables):
+    pt = tables[2].pairs
+    assert list(pt.columns) == PAIR_COLUMNS
+    assert len(pt) == 6 * len(LAYERS)
+    f, _, pair, ids = stored(severity_store(2), "layer3")
+    row = pt[(pt["image"] == "synthetic/rocket.png") & (pt["layer"] == "layer3")].iloc[0]
+    assert row["pair"] == "real/rocket.png"
+    a, b = f[list(ids).index("synthetic/rocket.png")], f[list(ids).index("real/rocket.png")]
+    assert row["mse"] == pytest.approx(((a - b) ** 2).mean(), rel=1e-12)
+    assert row["cosine"] == pytest.approx((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()), rel=1e-12)
+    per_channel = [structural_similarity(x, y, data_range=max(x.max(), y.max()) - min(x.min(), y.min()),
+                                         gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+                   for x, y in zip(a, b) if max(x.max(), y.max()) > min(x.min(), y.min())]
+    assert row["ssim"] == pytest.approx(np.mean(per_channel), abs=1e-3)
+    assert pt[pt["layer"] == "avgpool"]["ssim"].isna().all()  # 1x1 maps
+
+
+def test_distances_rise_with_severity(tables):
+    """Synthetic sets of rising noise and colour cast from the same base photos."""
+    lt = pd.concat({s: tables[s].layers.set_index("layer") for s in SEVERITIES}, names=["severity"])
+    for layer in LAYERS:
+        for col in ("fid", "kid", "patch_fd"):
+            vals = [lt.loc[(s, layer), col] for s in SEVERITIES]
+            assert np.all(np.diff(vals) > 0), (layer, col, vals)
+    means = pd.concat({s: tables[s].pairs.groupby("layer")[["mse", "ssim", "cosine"]].mean()
+                       for s in SEVERITIES}, names=["severity"])
+    for layer in LAYERS:
+        mse = [means.loc[(s, layer), "mse"] for s in SEVERITIES]
+        cos = [means.loc[(s, layer), "cosine"] for s in SEVERITIES]
+        assert np.all(np.diff(mse) > 0) and np.all(np.diff(cos) < 0), layer
+    for layer in ("layer1", "layer2", "layer3"):
+        assert np.all(np.diff([means.loc[(s, layer), "ssim"] for s in SEVERITIES]) < 0), layer
+
+
+# ---------------------------------------------------------------------------------------------
+# edge cases on hand-built stores
+
+
+def feats(n, c=4, h=12, w=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.gamma(2.0, 1.0, size=(n, c, h, w)).astype(np.float16)
+
+
+def test_one_domain_empty_is_a_clear_error(tmp_path, capsys):
+    store = build_store(tmp_path / "real_only.zarr", {"a": feats(3)}, ["real"] * 3)
+    with pytest.raises(FakesegmentError, match="no synthetic images"):
+        fs.layer_table(store)
+    assert main(["stats", "--store", str(store), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no synthetic images" in err
+    assert fs.pair_table(store).empty  # no pairs: an empty table, not an error
+
+
+def test_one_by_one_maps_and_single_images(tmp_path):
+    f = {"big": feats(4, h=12, w=12), "dot": feats(4, c=3, h=1, w=1, seed=1)}
+    store = build_store(tmp_path / "s.zarr", f, ["real", "real", "synthetic", "synthetic"],
+                        pairs=["", "", "real/img000.png", "real/img001.png"],
+                        ids=["real/img000.png", "real/img001.png", "synthetic/img002.png", "synthetic/img003.png"])
+    t = compute_stats(store)
+    dot = t.layers.set_index("layer").loc["dot"]
+    x, y = f["dot"][:2, :, 0, 0].astype(float), f["dot"][2:, :, 0, 0].astype(float)
+    assert dot["fid"] == pytest.approx(direct_fid(x, y)) and dot["patch_fd"] == pytest.approx(dot["fid"])
+    assert t.pairs[t.pairs["layer"] == "dot"]["ssim"].isna().all()
+    assert t.pairs[t.pairs["layer"] == "big"]["ssim"].notna().all()
+    # one image per domain: fid, kid and effect sizes are undefined, patch_fd still is
+    one = build_store(tmp_path / "one.zarr", {"big": feats(2)}, ["real", "synthetic"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning from numpy either
+        t1 = compute_stats(one)
+    row = t1.layers.iloc[0]
+    assert np.isnan(row["fid"]) and np.isnan(row["kid"]) and np.isfinite(row["patch_fd"])
+    assert t1.channels["effect_size"].isna().all() and t1.channels["std_real"].isna().all()
+
+
+def test_nan_and_inf_features_give_nan_not_a_crash(tmp_path):
+    bad = feats(6, seed=2)
+    bad[4, 1, 2, 3] = np.inf
+    bad[5, 0, 0, 0] = np.nan
+    good = feats(6, seed=3)
+    store = build_store(tmp_path / "bad.zarr", {"bad": bad, "good": good}, ["real"] * 3 + ["synthetic"] * 3,
+                        pairs=["", "", "", "real/img000.png", "real/img001.png", "real/img002.png"],
+                        ids=[f"real/img{i:03d}.png" for i in range(3)] + [f"synthetic/img{i:03d}.png" for i in range(3, 6)])
+    with pytest.warns(RuntimeWarning, match="layer bad: 2 images hold NaN or inf"):
+        t = compute_stats(store)
+    lt = t.layers.set_index("layer")
+    assert lt.loc["bad", ["fid", "kid", "patch_fd"]].isna().all() and lt.loc["bad", "n_nonfinite"] == 2
+    assert lt.loc["good", ["fid", "kid", "patch_fd"]].notna().all()
+    ct = t.channels[t.channels["layer"] == "bad"].set_index("channel")
+    assert np.isfinite(ct.loc[3, "effect_size"])  # untouched channels keep their numbers
+    pb = t.pairs[t.pairs["layer"] == "bad"].set_index("image")
+    assert np.isfinite(pb.loc["synthetic/img003.png", "ssim"])
+    assert np.isnan(pb.loc["synthetic/img004.png", "ssim"]) and not np.isfinite(pb.loc["synthetic/img004.png", "mse"])
+
+
+def test_metrics_refuse_or_nan_cleanly():
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.raises(ValueError, match="cannot be compared"):
+        fid(x, x[:, :2])
+    assert np.isnan(fid(x[:1], x)) and np.isnan(kid(x, x[:1]))
+    assert fid(x, x) == pytest.approx(0, abs=1e-9)
+    assert np.isnan(cohens_d(np.ones((3, 2)), np.ones((3, 2)))).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# cache, CLI, distributed, several stores
+
+
+def test_cli_writes_contract_csvs_and_caches_in_store(tmp_path):
+    store, _, _ = extracted_store()
+    attrs_before = json.loads((store / "zarr.json").read_text())["attributes"]
+    out = tmp_path / "out"
+    assert main(["stats", "--store", str(store), "--out", str(out)]) == 0
+    layers, channels, pairs = (pd.read_csv(out / f"{n}.csv") for n in ("layers", "channels", "pairs"))
+    assert {"layer", "fid", "kid", "n_real", "n_synthetic", "patch_fd"} <= set(layers.columns)
+    assert list(layers.columns) == LAYER_COLUMNS
+    assert list(layers["layer"]) == LAYERS and (layers["n_real"] == 4).all()
+    assert {"layer", "channel", "effect_size"} <= set(channels.columns) and len(channels) == 64 + 128 + 256 + 512
+    assert list(pairs.columns) == ["image", "pair", "layer", "mse", "ssim", "cosine"] and len(pairs) == 4 * len(LAYERS)
+    assert set(pairs["image"]) == {f"synthetic/{n}.png" for n in ("astronaut", "coffee", "chelsea", "rocket")}
+    # cached in the store's stats/ group, the root attributes untouched
+    assert json.loads((store / "zarr.json").read_text())["attributes"] == attrs_before
+    tree = fs.open_store(store)
+    assert set(tree["stats"].children) == {"layers", "channels", "pairs"}
+    cached = cached_stats(tree)
+    pd.testing.assert_frame_equal(cached.layers, layers, check_dtype=False)
+    pd.testing.assert_frame_equal(cached.pairs, pairs, check_dtype=False)
+    pd.testing.assert_frame_equal(fs.layer_table(tree), compute_stats(tree, ("layers",)).layers)
+
+
+def test_cache_goes_stale_when_images_are_added(tmp_path):
+    store = build_store(tmp_path / "s.zarr", {"a": feats(4)}, ["real", "real", "synthetic", "synthetic"])
+    fs.write_stats(store)
+    assert cached_stats(store) is not None
+    w = StoreWriter(store)
+    start = w.reserve(1)
+    w.write_features(start, {"a": feats(1, seed=9)})
+    w.commit(pd.DataFrame({"image": ["synthetic/new.png"], "domain": ["synthetic"], "path": ["x"], "pair": [""],
+                           "height": [1], "width": [1], "sha256": ["new"]}))
+    assert cached_stats(store) is None
+    t = fs.write_stats(store, tmp_path / "out")
+    assert t.layers.loc[0, "n_synthetic"] == 3 and not (tmp_path / "out" / "pairs.csv").exists()
+    assert cached_stats(store).layers.loc[0, "n_synthetic"] == 3
+
+
+def test_same_numbers_with_a_distributed_client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None):
+        t = compute_stats(severity_store(1), layers=["layer2", "avgpool"])
+    ref = compute_stats(severity_store(1), layers=["layer2", "avgpool"])
+    pd.testing.assert_frame_equal(t.layers, ref.layers)
+    pd.testing.assert_frame_equal(t.pairs, ref.pairs)
+
+
+def test_compare_stores_side_by_side(tables):
+    a, b = severity_store(1), severity_store(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cmp = fs.compare_stores([a, b], labels=["mild", "strong"])
+    assert list(cmp.columns.get_level_values(0).unique()) == ["mild", "strong"]
+    assert list(cmp[("mild", "layer")]) == LAYERS
+    assert (cmp[("strong", "fid")] > cmp[("mild", "fid")]).all()
+    with pytest.raises(FakesegmentError, match="distinct label"):
+        fs.compare_stores([a, b], labels=["x", "x"])
+    with pytest.warns(UserWarning, match="not hold the same images"):
+        two = fs.compare_stores([a, extracted_store()[0]])
+    assert list(two.columns.get_level_values(0).unique()) == ["torchvision:resnet18 (random:0) #1",
+                                                              "torchvision:resnet18 (random:0) #2"]
