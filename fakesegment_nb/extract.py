@@ -220,6 +220,9 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
         elif todo:
             _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress)
         writer.set_pairs({e.image: e.pair for e in manifest})
+        for name in writer.drop_stale_maps():
+            result.notes.append(f"{name} removed: it covered fewer images; run `fakesegment maps` again")
+            report(result.notes[-1])
     result.timings["total_s"] = time.perf_counter() - t0
     return result
 

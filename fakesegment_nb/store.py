@@ -12,6 +12,7 @@ import datetime as _dt
 import fcntl
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -94,9 +95,15 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     if "domain" not in root or "image" not in root.coords:
         raise FakesegmentError(f"{path} is a zarr group but not a feature store (no image table)")
     n = root.sizes["image"]
-    for name, ds in groups.items():
-        if name != "/" and "image" in ds.dims and ds.sizes["image"] != n:
+    for name, ds in list(groups.items()):
+        if name == "/" or "image" not in ds.dims or ds.sizes["image"] == n:
+            continue
+        if ds.sizes["image"] > n:  # rows of an uncommitted batch
             groups[name] = ds.isel(image=slice(0, n))
+        else:  # derived data (maps) from before images were added
+            warnings.warn(f"{name.lstrip('/')} covers {ds.sizes['image']} of {n} images and is left out; "
+                          "compute it again (e.g. `fakesegment maps`)", stacklevel=2)
+            del groups[name]
     return xr.DataTree.from_dict(groups)
 
 
@@ -328,6 +335,17 @@ class StoreWriter:
                         attrs=self.attrs)  # xarray rewrites the root attributes on append
         ds.to_zarr(self.url, append_dim="image", consolidated=False, zarr_format=3,
                    storage_options=self._remote_options())
+
+    def drop_stale_maps(self) -> list[str]:
+        """Delete ``maps/<method>`` groups computed before images were added; return their names."""
+        g, n, dropped = self.group, self.committed(), []
+        if "maps" not in g:
+            return dropped
+        for name, sub in list(g["maps"].groups()):
+            if any(a.shape[0] != n for _, a in sub.arrays() if "image" in (a.metadata.dimension_names or ())):
+                del g["maps"][name]
+                dropped.append(f"maps/{name}")
+        return dropped
 
     def set_pairs(self, pairs: dict[str, str]) -> None:
         """Rewrite the ``pair`` of stored images named in ``pairs`` (a later run may add partners)."""

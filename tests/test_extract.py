@@ -181,3 +181,31 @@ def test_open_store_mid_commit_shows_the_committed_rows(tmp_path, fast_store):
     assert len(fs.image_table(tree)) == 8
     assert StoreWriter(store).repair() == 8
     assert xr.open_datatree(store, engine="zarr", consolidated=False).sizes["image"] == 8
+
+
+def test_maps_from_before_new_images_are_dropped(tmp_path, pair_dirs):
+    real, syn = make_pair_dirs(tmp_path / "data", names=("coffee",))
+    store = tmp_path / "s.zarr"
+    extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False)
+    maps = xr.Dataset({"score": (("image", "y", "x"), np.zeros((2, 4, 4), np.float32))})
+    maps.to_zarr(store, group="maps/paired", mode="w", consolidated=False, zarr_format=3)
+    assert "maps" in fs.open_store(store).children
+    shutil.copy(pair_dirs[0] / "rocket.png", real)
+    messages = []
+    extract(real, syn, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False,
+            report=messages.append)
+    assert any("maps/paired removed" in m for m in messages)
+    tree = fs.open_store(store)
+    assert tree.sizes["image"] == 3
+    assert "maps" not in tree.children or "paired" not in tree["maps"].children
+    xr.open_datatree(store, engine="zarr", consolidated=False)  # the contract reader opens it too
+
+
+def test_open_store_leaves_out_stale_maps_with_a_warning(tmp_path, fast_store):
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    maps = xr.Dataset({"score": (("image", "y", "x"), np.zeros((5, 4, 4), np.float32))})
+    maps.to_zarr(store, group="maps/paired", mode="w", consolidated=False, zarr_format=3)
+    with pytest.warns(UserWarning, match="maps/paired covers 5 of 8 images"):
+        tree = fs.open_store(store)
+    assert tree.sizes["image"] == 8 and "paired" not in tree["maps"].children
