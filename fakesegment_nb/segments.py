@@ -1,0 +1,254 @@
+"""FakeSegments: connected regions of a stored mask, and which layers / channels drive them.
+
+Regions are computed on demand from ``/maps/<method>/mask`` (nothing extra is stored): the
+8-connected components of an image's mask at the network input resolution, smallest ones
+(``min_area``) dropped. Boxes are ``y0, x0, y1, x1`` in input pixels, end exclusive.
+
+Attribution is additive. The fused score is the sum of the upsampled weighted layer maps
+(``layer_<name>`` variables), so a region's mean score splits exactly into one contribution
+per layer. Within a layer, the layer map is a mean over channels of per-channel terms, so the
+layer's contribution splits (up to the bilinear upsampling) into per-channel contributions:
+
+* ``paired``: ``w_l * sum_k cw_k / scale_k * term_k,c / C`` with ``term_sq,c`` the squared,
+  drift-removed, spread-normalised difference and ``term_ssim,c`` = 1 - SSIM of channel ``c``,
+  averaged over the region's cells (cells weighted by how much of them the region covers);
+* ``reference``: the squared Mahalanobis distance ``v' P v = sum_c v_c (P v)_c`` split by
+  channel (a channel may contribute negatively), with the same fold's Gaussian as the map.
+
+Channels are the stored ``channel`` indices of ``layers/<name>/features``: open them with
+:func:`fakesegment_nb.store.feature_map`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import FakesegmentError
+from .maps import (PAIRED_COMPONENTS, SSIM_MIN_CELLS, SSIM_SIGMA, _features, _fold_models, _gaussian, _input_size,
+                   _real_stats, _tree, read_maps)
+from .store import image_table
+
+REGION_COLUMNS = ["image", "region", "y0", "x0", "y1", "x1", "area", "mean_score", "max_score",
+                  "layer", "layer_share"]
+
+
+def _image_pos(ds, image: str) -> int:
+    ids = [str(v) for v in ds["image"].values]
+    try:
+        return ids.index(image)
+    except ValueError:
+        raise FakesegmentError(f"the store has no image {image!r}") from None
+
+
+def _layer_names(ds) -> list[str]:
+    return [str(v)[len("layer_"):] for v in ds.data_vars if str(v).startswith("layer_")]
+
+
+def _layer_up(ds, pos: int, size) -> dict[str, np.ndarray]:
+    from .maps import _upsample
+
+    return {l: _upsample(np.asarray(ds[f"layer_{l}"].variable[pos].values, np.float32)[None], size)[0]
+            for l in _layer_names(ds)}
+
+
+def find_regions(store, method: str = "paired", images: list[str] | str | None = None,
+                 min_area: int = 16) -> pd.DataFrame:
+    """Connected regions of the calibrated masks.
+
+    Parameters
+    ----------
+    store : feature store path or open tree, with maps of ``method``.
+    method : "paired" or "reference".
+    images : one id, a list of ids, or None for every *synthetic* image the method scored
+        (the reference method also scores real images; ask for them by id).
+    min_area : regions with fewer pixels (input resolution) are dropped.
+
+    Returns
+    -------
+    DataFrame with :data:`REGION_COLUMNS`: ``region`` numbers regions 1.. per image by
+    decreasing mean score; ``layer`` is the layer contributing most to the region's mean score
+    and ``layer_share`` its share of that score.
+    """
+    from scipy import ndimage as ndi
+
+    tree = _tree(store)
+    ds = read_maps(tree, method)
+    size = _input_size(tree)
+    ids = [str(v) for v in ds["image"].values]
+    if images is None:
+        thr = np.asarray(ds["threshold"].values)
+        dom = image_table(tree)["domain"].reindex(ids).to_numpy()
+        sel = [i for i, t, d in zip(ids, thr, dom) if np.isfinite(t) and d == "synthetic"]
+    else:
+        sel = [images] if isinstance(images, str) else list(images)
+    rows = []
+    for img in sel:
+        pos = _image_pos(ds, img)
+        mask = np.asarray(ds["mask"].variable[pos].values, bool)
+        if not mask.any():
+            continue
+        score = np.asarray(ds["score"].variable[pos].values, np.float32)
+        lab, n = ndi.label(mask, structure=np.ones((3, 3)))
+        if n == 0:
+            continue
+        ups = _layer_up(ds, pos, size)
+        found = []
+        for k, sl in enumerate(ndi.find_objects(lab), start=1):
+            reg = lab[sl] == k
+            area = int(reg.sum())
+            if area < min_area:
+                continue
+            s = score[sl][reg]
+            contrib = {l: float(u[sl][reg].mean()) for l, u in ups.items()}
+            top = max(contrib, key=contrib.get)
+            total = sum(contrib.values())
+            found.append({"image": img, "y0": sl[0].start, "x0": sl[1].start, "y1": sl[0].stop,
+                          "x1": sl[1].stop, "area": area, "mean_score": float(s.mean()),
+                          "max_score": float(s.max()), "layer": top,
+                          "layer_share": contrib[top] / total if total > 0 else np.nan})
+        found.sort(key=lambda r: -r["mean_score"])
+        for k, r in enumerate(found, start=1):
+            rows.append({**r, "region": k})
+    return pd.DataFrame(rows, columns=REGION_COLUMNS)
+
+
+def region_mask(store, image: str, region: int | None = None, box=None, method: str = "paired") -> np.ndarray:
+    """A boolean ``(H, W)`` input-resolution mask: a numbered region of :func:`find_regions`
+    (its pixels, not its box) or a box ``(y0, x0, y1, x1)``."""
+    tree = _tree(store)
+    size = _input_size(tree)
+    if box is not None:
+        y0, x0, y1, x1 = (int(v) for v in box)
+        if not (0 <= y0 < y1 <= size[0] and 0 <= x0 < x1 <= size[1]):
+            raise FakesegmentError(f"box {tuple(box)} is not inside the {size[1]}x{size[0]} network input")
+        m = np.zeros(size, bool)
+        m[y0:y1, x0:x1] = True
+        return m
+    if region is None:
+        raise FakesegmentError("give a region number or a box")
+    from scipy import ndimage as ndi
+
+    regs = find_regions(tree, method, image)
+    row = regs[regs["region"] == int(region)]
+    if row.empty:
+        raise FakesegmentError(f"{image} has no region {region} in its {method} mask "
+                               f"({len(regs)} regions)")
+    r = row.iloc[0]
+    ds = read_maps(tree, method)
+    mask = np.asarray(ds["mask"].variable[_image_pos(ds, image)].values, bool)
+    lab, _ = ndi.label(mask, structure=np.ones((3, 3)))
+    sub = lab[r.y0:r.y1, r.x0:r.x1]
+    ids, counts = np.unique(sub[sub > 0], return_counts=True)
+    out = np.zeros(size, bool)
+    out[lab == ids[np.argmax(counts)]] = True
+    return out
+
+
+@dataclass
+class Attribution:
+    """What drives a region's score.
+
+    Attributes
+    ----------
+    layers : DataFrame ``layer, contribution, share`` (contributions sum to ``score``).
+    channels : DataFrame ``layer, channel, contribution, share`` -- the ``top`` channels of
+        every weighted layer, by contribution; ``share`` is of the region's score.
+    score : the region's mean fused score.
+    """
+
+    layers: pd.DataFrame
+    channels: pd.DataFrame
+    score: float
+
+
+def _cell_weights(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Fraction of each cell of an ``(h, w)`` grid that the input-resolution mask covers."""
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return torch.nn.functional.adaptive_avg_pool2d(t, (h, w))[0, 0].numpy()
+
+
+def attribute(store, image: str, region: int | None = None, box=None, method: str = "paired",
+              top: int = 10) -> Attribution:
+    """Per-layer and per-channel contributions to a region's mean score.
+
+    Parameters
+    ----------
+    store : feature store path or open tree, with maps of ``method``.
+    image : image id (a synthetic image).
+    region : region number from :func:`find_regions`, or
+    box : ``(y0, x0, y1, x1)`` in input pixels.
+    method : "paired" or "reference".
+    top : channels reported per layer.
+
+    Returns
+    -------
+    Attribution
+    """
+    tree = _tree(store)
+    ds = read_maps(tree, method)
+    size = _input_size(tree)
+    pos = _image_pos(ds, image)
+    if not np.isfinite(float(ds["threshold"].values[pos])):
+        raise FakesegmentError(f"the {method} method does not score {image}")
+    m = region_mask(tree, image, region=region, box=box, method=method)
+    ups = _layer_up(ds, pos, size)
+    contrib = {l: float(u[m].mean()) for l, u in ups.items()}
+    total = float(np.asarray(ds["score"].variable[pos].values)[m].mean())
+    layers = pd.DataFrame({"layer": list(contrib), "contribution": list(contrib.values())})
+    layers["share"] = layers["contribution"] / total if total else np.nan
+    layers = layers.sort_values("contribution", ascending=False, ignore_index=True)
+    weights = json.loads(ds.attrs["layer_weights"])
+    params = json.loads(ds.attrs["params"])
+    wsum = sum(weights[l] for l in contrib)
+    table = image_table(tree)
+    real_idx = np.flatnonzero(table["domain"].to_numpy() == "real")
+    rows = []
+    for layer in contrib:
+        c, h, w = tree["layers"][layer]["features"].shape[1:]
+        cw = _cell_weights(m, h, w)
+        cw = cw / cw.sum() if cw.sum() > 0 else cw
+        lw = weights[layer] / wsum
+        fs = _features(tree, layer, np.array([pos]))
+        if method == "paired":
+            partner = str(table["pair"].iloc[pos])
+            ppos = int(np.flatnonzero(table.index == partner)[0])
+            _, std = _real_stats(tree, layer, real_idx, np.random.default_rng(0))
+            inv = (1.0 / std)[None, :, None, None]
+            zs, zr = fs * inv, _features(tree, layer, np.array([ppos])) * inv
+            comps = params.get("components", PAIRED_COMPONENTS)
+            use = {k: v for k, v in comps.items()
+                   if v > 0 and (k != "ssim" or min(h, w) >= SSIM_MIN_CELLS)} or {"sq": 1.0}
+            ctot = sum(use.values())
+            per = np.zeros(c)
+            for k, v in use.items():
+                scale = params["component_scales"].get(f"{layer}.{k}", 1.0)
+                if k == "sq":
+                    d = zs - zr
+                    d = d - np.median(d.reshape(1, c, -1), axis=2)[:, :, None, None]
+                    term = d[0] ** 2
+                else:
+                    from .ssim import ssim_map
+
+                    s = ssim_map(torch.from_numpy(zs[0]), torch.from_numpy(zr[0]), sigma=SSIM_SIGMA)
+                    term = 1.0 - torch.nan_to_num(s, nan=1.0).numpy()
+                per += (v / ctot / scale) * (term * cw[None]).sum(axis=(1, 2)) / c
+        else:
+            fold, model_of = _fold_models(table, int(params.get("seed", 0)))
+            members = real_idx[fold[real_idx] == model_of[pos]]
+            mean, prec = _gaussian(tree, layer, members, float(params.get("shrinkage", 0.1)), 16)
+            v = fs[0].reshape(c, -1).T.astype(np.float64) - mean
+            pv = v @ prec
+            per = ((v * pv) * cw.reshape(-1, 1)).sum(0) / c / params["layer_scales"][layer]
+        per = per * lw
+        order = np.argsort(-per)[:top]
+        for ch in order:
+            rows.append({"layer": layer, "channel": int(ch), "contribution": float(per[ch])})
+    channels = pd.DataFrame(rows, columns=["layer", "channel", "contribution"])
+    channels["share"] = channels["contribution"] / total if total else np.nan
+    channels = channels.sort_values("contribution", ascending=False, ignore_index=True)
+    return Attribution(layers, channels, total)

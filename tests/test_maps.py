@@ -1,0 +1,159 @@
+"""Maps in the store: schema, calibration, regions, attribution, and refusing bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.maps import calibrate, compute_maps, paired_maps, read_maps, robust_z, stored_methods
+from fakesegment_nb.segments import REGION_COLUMNS, attribute, find_regions, region_mask
+from fakesegment_nb.store import image_table, open_store
+
+from probe_support import copy_store, small_probe, unpaired_store
+
+FS = [sys.executable, "-m", "fakesegment_nb.cli"]
+
+
+def test_schema_of_stored_maps():
+    _, store = small_probe()
+    tree = xr.open_datatree(store, engine="zarr", consolidated=False)  # as DESIGN.md promises
+    table = image_table(store)
+    size = tuple(tree.attrs["input_size"])
+    assert set(stored_methods(store)) == {"paired", "reference"}
+    for method in ("paired", "reference"):
+        ds = tree["maps"][method]
+        assert ds["score"].dims == ("image", "y", "x")
+        assert ds["score"].shape == (len(table), *size)
+        assert ds["mask"].dtype == bool and ds["mask"].shape == ds["score"].shape
+        assert list(ds["image"].values) == list(tree["image"].values)  # inherited, same order
+        assert json.loads(ds.attrs["layer_weights"])
+    paired = tree["maps"]["paired"]
+    syn = (table["domain"] == "synthetic").to_numpy()
+    score = paired["score"].values
+    assert np.isnan(score[~syn]).all() and np.isfinite(score[syn]).all()
+    assert not paired["mask"].values[~syn].any()
+    ref = tree["maps"]["reference"]["score"].values
+    assert np.isfinite(ref).all()  # the unpaired method scores real images too (cross-fitted)
+    # the root is untouched: its attributes and image table still read
+    assert tree.attrs["model"] == "ssd300_vgg16" and tree.attrs["weights"] == "random:0"
+    assert open_store(store).sizes["image"] == len(table)
+
+
+def test_layer_maps_sum_to_the_score():
+    _, store = small_probe()
+    ds = read_maps(store, "paired")
+    from fakesegment_nb.maps import _upsample
+
+    i = int(np.flatnonzero(np.isfinite(ds["threshold"].values))[0])
+    layers = [v for v in ds.data_vars if v.startswith("layer_")]
+    total = sum(_upsample(ds[v].values[i][None], ds["score"].shape[1:])[0] for v in layers)
+    np.testing.assert_allclose(total, ds["score"].values[i], rtol=1e-4, atol=1e-5)
+
+
+def test_reference_threshold_is_calibrated_on_real_images():
+    _, store = small_probe()
+    ds = read_maps(store, "reference")
+    table = image_table(store)
+    real = (table["domain"] == "real").to_numpy()
+    flagged = ds["mask"].values[real].mean()
+    assert abs(flagged - ds.attrs["fpr"]) < 0.005
+    assert np.unique(ds["threshold"].values[real]).size == 1
+
+
+def test_calibrate_and_robust_z():
+    rng = np.random.default_rng(0)
+    null = rng.normal(size=100_000)
+    t = calibrate(null, 0.05)
+    assert abs((null > t).mean() - 0.05) < 1e-3
+    assert abs(t - 1.645) < 0.03
+    with pytest.raises(FakesegmentError):
+        calibrate(null, 0)
+    with pytest.raises(FakesegmentError, match="no real image scores"):
+        calibrate([np.nan], 0.05)
+    maps = rng.normal(3.0, 2.0, size=(2, 200, 200))
+    z = robust_z(maps)
+    assert abs(np.median(z)) < 0.02 and abs(np.median(np.abs(z)) - 0.6745) < 0.02
+
+
+def test_paired_mask_follows_per_image_thresholds():
+    _, store = small_probe()
+    ds = read_maps(store, "paired")
+    params = json.loads(ds.attrs["params"])
+    assert params["z_star"] > 0
+    thr = ds["threshold"].values
+    for i in np.flatnonzero(np.isfinite(thr)):
+        np.testing.assert_array_equal(ds["mask"].values[i], ds["score"].values[i] > thr[i])
+
+
+def test_fpr_moves_the_masks(tmp_path):
+    _, store = small_probe()
+    loose = paired_maps(store, fpr=0.2).dataset["mask"].values.mean()
+    strict = paired_maps(store, fpr=0.01).dataset["mask"].values.mean()
+    assert loose > strict
+
+
+def test_regions_and_attribution():
+    _, store = small_probe()
+    regs = find_regions(store, "paired")
+    assert list(regs.columns) == REGION_COLUMNS and len(regs) > 0
+    assert regs["image"].str.startswith("synthetic/").all()
+    ds = read_maps(store, "paired")
+    r = regs.iloc[0]
+    m = region_mask(store, r.image, region=int(r.region))
+    assert m.sum() == r.area
+    ys, xs = np.nonzero(m)
+    assert (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1) == (r.y0, r.x0, r.y1, r.x1)
+    mask = ds["mask"].sel(image=r.image).values
+    assert mask[m].all()
+    a = attribute(store, r.image, region=int(r.region), top=10_000)
+    assert a.layers["contribution"].sum() == pytest.approx(a.score, rel=1e-3)
+    assert a.layers["layer"].iloc[0] == r.layer
+    # channel contributions add up to their layer's (up to the bilinear upsampling)
+    per_layer = a.channels.groupby("layer")["contribution"].sum()
+    for _, row in a.layers.iterrows():
+        assert per_layer[row.layer] == pytest.approx(row.contribution, rel=0.15)
+    # a box works too, and the reference method attributes exactly
+    b = attribute(store, r.image, box=(int(r.y0), int(r.x0), int(r.y1), int(r.x1)), method="reference",
+                  top=10_000)
+    per_layer = b.channels.groupby("layer")["contribution"].sum()
+    for _, row in b.layers.iterrows():
+        assert per_layer[row.layer] == pytest.approx(row.contribution, rel=0.05)
+    with pytest.raises(FakesegmentError, match="not inside"):
+        attribute(store, r.image, box=(0, 0, 10_000, 10))
+    with pytest.raises(FakesegmentError, match="no region"):
+        attribute(store, r.image, region=999)
+
+
+def test_store_without_pairs_asked_for_paired():
+    store = unpaired_store()
+    with pytest.raises(FakesegmentError, match="reference"):
+        paired_maps(store)
+    proc = subprocess.run([*FS, "maps", "--store", str(store), "--method", "paired"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--method reference" in proc.stderr
+
+
+def test_all_on_a_store_without_pairs_writes_reference(tmp_path):
+    store = copy_store(unpaired_store(), tmp_path)
+    res = compute_maps(store, "all")
+    assert list(res) == ["reference"] and any("paired maps skipped" in n for n in res["reference"].notes)
+    assert stored_methods(store) == ["reference"]
+    with pytest.raises(FakesegmentError, match="no paired maps"):
+        read_maps(store, "paired")
+
+
+def test_cli_maps(tmp_path):
+    probe, store = small_probe()
+    store = copy_store(store, tmp_path)
+    proc = subprocess.run([*FS, "maps", "--store", str(store), "--method", "reference", "--fpr", "0.1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "maps/reference" in proc.stdout
+    assert read_maps(store, "reference").attrs["fpr"] == 0.1
