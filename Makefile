@@ -16,17 +16,33 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest -q tests
 
 demo: setup
 	$(FS) probe --out $(DEMO)/probe --n 12 --seed 0
 	$(FS) extract --real $(DEMO)/probe/real --synthetic $(DEMO)/probe/synthetic \
 		--store $(DEMO)/store.zarr --weights auto
-	@echo "demo store: $(DEMO)/store.zarr"
+	$(FS) stats --store $(DEMO)/store.zarr --out $(DEMO)/stats
+	$(FS) maps --store $(DEMO)/store.zarr --method all
+	$(FS) evaluate --store $(DEMO)/store.zarr --masks $(DEMO)/probe/masks --json $(DEMO)/evaluate.json
+	$(FS) report --store $(DEMO)/store.zarr --out $(DEMO)/report.html
+	@echo "demo: open $(DEMO)/report.html, or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean-demo:
 	rm -rf $(DEMO)
+
+# ---- issue 5 (notebooks, widgets, reports): Chromium for tests/test_browser.py -------------
+# Installs Debian's Chromium where it is missing (Playwright's own browser download needs the
+# network).
+CHROMIUM ?= /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: browser
+browser:
+	@test -x $(CHROMIUM) || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium; }
+	@test -x $(CHROMIUM) || { echo "Chromium not found at $(CHROMIUM): install it (apt-get install chromium)"; exit 1; }
