@@ -21,6 +21,60 @@ def _extract(args) -> int:
     return 0
 
 
+def _stats(args) -> int:
+    from .stats import write_stats
+
+    tables = write_stats(args.store, args.out, recompute=args.recompute)
+    files = "layers.csv, channels.csv" + (", pairs.csv" if not tables.pairs.empty else "")
+    print(f"{args.out}: {files} ({len(tables.layers)} layers, {len(tables.pairs)} pair rows); "
+          f"cached in {args.store}/stats")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import run_report
+
+    res = run_report(args.store, args.out, args.parameter or [], progress=not args.quiet)
+    print(f"{res['html']}: report written ({res['bytes'] / 2**20:.1f} MiB, {res['seconds']:.0f} s); "
+          f"executed notebook (widget state saved, for JupyterLab): {res['notebook']}")
+    return 0
+
+
+def _probe(args) -> int:
+    from .probe import make_probe
+
+    res = make_probe(args.out, n=args.n, seed=args.seed, kinds=args.kinds)
+    print(f"{res.out}: {res.n} real/synthetic pairs with {res.regions} unrealistic regions "
+          f"(seed {res.seed}; kinds {', '.join(res.kinds)}); real/, synthetic/, masks/, probe.json")
+    return 0
+
+
+def _maps(args) -> int:
+    from .maps import compute_maps
+
+    res = compute_maps(args.store, args.method, fpr=args.fpr)
+    for name, m in res.items():
+        for note in m.notes:
+            print(f"fakesegment: note: {note}", file=sys.stderr)
+        ds = m.dataset
+        scored = int((ds["threshold"].notnull()).sum())
+        print(f"{args.store}: maps/{name}: {scored} images scored, mask at fpr {ds.attrs['fpr']:g} "
+              f"({m.seconds:.1f} s)")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate, format_table, write_json
+
+    ev = evaluate(args.store, args.masks)
+    for note in ev.notes:
+        print(f"fakesegment: note: {note}", file=sys.stderr)
+    print(format_table(ev))
+    write_json(ev, args.json)
+    print(f"written {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakesegment", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,6 +93,42 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--scheduler", help="dask.distributed scheduler address to shard extraction over")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=_extract)
+
+    s = sub.add_parser("stats", help="domain statistics of a store: layers.csv, channels.csv, pairs.csv")
+    s.add_argument("--store", required=True, help="store path or fsspec URL")
+    s.add_argument("--out", required=True, help="folder for the CSV files")
+    s.add_argument("--recompute", action="store_true", help="ignore the statistics cached in the store")
+    s.set_defaults(func=_stats)
+
+    pr = sub.add_parser("probe", help="write the bundled probe set: real/, synthetic/, masks/")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--n", type=int, default=24, help="number of real/synthetic pairs (default 24)")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--kinds", default="all",
+                    help="artifact kinds: all (default), tuning, heldout or comma-separated names")
+    pr.set_defaults(func=_probe)
+
+    mp = sub.add_parser("maps", help="unrealistic-detail maps and masks into the store (maps/<method>)")
+    mp.add_argument("--store", required=True, help="feature store path or fsspec URL")
+    mp.add_argument("--method", default="all", choices=["paired", "reference", "all"])
+    mp.add_argument("--fpr", type=float, default=0.05,
+                    help="false-positive rate the mask thresholds are calibrated at (default 0.05)")
+    mp.set_defaults(func=_maps)
+
+    ev = sub.add_parser("evaluate", help="score stored maps against ground-truth masks; JSON")
+    ev.add_argument("--store", required=True, help="feature store with maps")
+    ev.add_argument("--masks", required=True, help="folder of PNG masks named like the synthetic images")
+    ev.add_argument("--json", required=True, help="output JSON file")
+    ev.set_defaults(func=_evaluate)
+
+    r = sub.add_parser("report", help="run notebooks/report.ipynb on a store and render a self-contained HTML file")
+    r.add_argument("--store", required=True, help="store path or fsspec URL")
+    r.add_argument("--out", required=True, help="the HTML file to write (the executed notebook goes beside it)")
+    r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a report.ipynb parameter (title, layers, method, top_k); the value is passed as a "
+                        "value, never executed")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_report)
     return p
 
 

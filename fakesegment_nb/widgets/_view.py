@@ -1,0 +1,290 @@
+"""Read-side helper shared by the widgets: one open store, lazy reads, small LRU caches.
+
+Nothing here computes statistics or maps; it reads what the store holds (DESIGN.md section 3)
+and asks :mod:`fakesegment_nb.stats` for tables when that module is installed.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from ..errors import FakesegmentError, ImageError
+from ..images import load_rgb
+from ..store import image_table, layer_names, open_store
+
+
+class LRU(OrderedDict):
+    """A tiny least-recently-used cache: ``get_or(key, make)``."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make: Callable):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        val = make()
+        self[key] = val
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return val
+
+
+def optional_module(name: str):
+    """``fakesegment_nb.<name>`` if it is installed, else ``None`` (its panel then says so)."""
+    try:
+        return importlib.import_module(f"fakesegment_nb.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"fakesegment_nb.{name}",):
+            return None
+        raise
+
+
+class StoreView:
+    """The parts of a feature store the widgets show, read lazily and cached.
+
+    Parameters
+    ----------
+    store : path/URL of a store, or a DataTree from :func:`fakesegment_nb.open_store`.
+    layers : the layers to show (default: all, in network order).
+    """
+
+    def __init__(self, store, layers=None):
+        if isinstance(store, StoreView):
+            self.__dict__.update(store.__dict__)
+            return
+        if isinstance(store, xr.DataTree):
+            self.url = "<DataTree>"
+            self.tree = self.source = store
+        else:
+            self.url = self.source = str(store)
+            # lazily indexed numpy (no dask): the fastest way to read single maps
+            self.tree = open_store(store, chunks=None)
+        self.attrs = dict(self.tree.attrs)
+        self.table = image_table(self.tree)
+        self.layers = layer_names(self.tree)
+        if layers is not None:
+            unknown = [l for l in layers if l not in self.layers]
+            if unknown or not layers:
+                raise FakesegmentError(f"the store has no layer {', '.join(unknown) or '(none given)'}; "
+                                       f"it has {', '.join(self.layers)}")
+            self.layers = [l for l in self.layers if l in layers]
+        size = self.attrs.get("input_size") or [300, 300]
+        self.input_size = (int(size[0]), int(size[1]))
+        self.domains = [d for d in ("real", "synthetic") if (self.table["domain"] == d).any()]
+        self._rgb = LRU(48)
+        self._fmap = LRU(512)
+        self._maps = LRU(64)
+        self._vectors = LRU(8)
+        self._summaries: dict = {}
+        self._stats = None
+
+    # -- store facts ------------------------------------------------------------------------
+    @property
+    def two_domains(self) -> bool:
+        return len(self.domains) == 2
+
+    @property
+    def trained(self) -> bool:
+        return bool(self.attrs.get("weights_trained", False))
+
+    def images(self, domain: str | None = None) -> list[str]:
+        t = self.table
+        return list(t.index if domain in (None, "all") else t.index[t["domain"] == domain])
+
+    def domain(self, image: str) -> str:
+        return str(self.table.at[image, "domain"])
+
+    def partner(self, image: str) -> str | None:
+        p = str(self.table.at[image, "pair"])
+        return p if p and p in self.table.index else None
+
+    def partner_count(self) -> int:
+        """Number of images whose pair is stored."""
+        return int(self.table["pair"].isin(self.table.index).sum())
+
+    def channels(self, layer: str) -> int:
+        return int(self.tree["layers"][layer]["features"].sizes["channel"])
+
+    def layer_table(self) -> pd.DataFrame:
+        """One row per shown layer: channels, feature-grid height and width, stored MiB."""
+        rows = []
+        for layer in self.layers:
+            da = self.tree["layers"][layer]["features"]
+            rows.append({"layer": layer, "channels": da.sizes["channel"], "height": da.sizes["y"],
+                         "width": da.sizes["x"], "MiB (float16)": round(da.size * 2 / 2**20, 2)})
+        return pd.DataFrame(rows)
+
+    def layer_shape(self, layer: str) -> tuple[int, int]:
+        s = self.tree["layers"][layer]["features"].sizes
+        return int(s["y"]), int(s["x"])
+
+    def missing_domain(self) -> str:
+        have = self.domains[0] if self.domains else "no"
+        need = "synthetic" if have == "real" else "real"
+        return f"this store holds only {have} images; add {need} images with `fakesegment extract`"
+
+    # -- pixels -----------------------------------------------------------------------------
+    def rgb(self, image: str) -> np.ndarray | None:
+        """The source image resized to the network input size (how the network saw it)."""
+
+        def make():
+            try:
+                arr = load_rgb(self.table.at[image, "path"])
+            except ImageError:
+                return None
+            from PIL import Image
+
+            h, w = self.input_size
+            return np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+
+        return self._rgb.get_or(image, make)
+
+    def fmap(self, image: str, layer: str, channel: int) -> np.ndarray:
+        """One feature map as float32 ``(y, x)``."""
+
+        def make():
+            da = self.tree["layers"][layer]["features"]
+            i = self.table.index.get_loc(image)
+            return np.asarray(da.isel(image=i, channel=int(channel)).values, dtype=np.float32)
+
+        return self._fmap.get_or((image, layer, int(channel)), make)
+
+    def layer_vectors(self, layer: str) -> np.ndarray:
+        """Per-image channel means of ``layer`` as float64 ``(image, channel)`` (read once)."""
+
+        def make():
+            da = self.tree["layers"][layer]["features"]
+            out = np.empty((da.sizes["image"], da.sizes["channel"]))
+            for i in range(da.sizes["image"]):  # one image at a time: bounded memory
+                out[i] = np.asarray(da.isel(image=i).values, dtype=np.float64).mean(axis=(1, 2))
+            return out
+
+        return self._vectors.get_or(layer, make)
+
+    # -- maps -------------------------------------------------------------------------------
+    def methods(self) -> list[str]:
+        if "maps" not in self.tree.children:
+            return []
+        return sorted(m for m, node in self.tree["maps"].children.items() if "score" in node.ds)
+
+    def score(self, method: str, image: str) -> np.ndarray:
+        def make():
+            da = self.tree["maps"][method]["score"]
+            return np.asarray(da.isel(image=self.table.index.get_loc(image)).values, dtype=np.float32)
+
+        return self._maps.get_or((method, "score", image), make)
+
+    def mask(self, method: str, image: str) -> np.ndarray | None:
+        node = self.tree["maps"][method]
+        if "mask" not in node.ds:
+            return None
+
+        def make():
+            return np.asarray(node["mask"].isel(image=self.table.index.get_loc(image)).values, dtype=bool)
+
+        return self._maps.get_or((method, "mask", image), make)
+
+    def threshold(self, method: str, image: str | None = None) -> float | None:
+        """The calibrated mask threshold the maps step recorded: per image (a ``threshold``
+        variable, NaN where the method does not score the image) or one for the method (an
+        attribute). None when there is none."""
+        node = self.tree["maps"][method]
+        if "threshold" in node.ds.data_vars:
+            if image is None:
+                return None
+            t = float(np.asarray(node["threshold"].isel(image=self.table.index.get_loc(image)).values))
+            return t if np.isfinite(t) else None
+        t = node.attrs.get("threshold")
+        try:
+            return float(t) if t is not None and np.isfinite(float(t)) else None
+        except (TypeError, ValueError):
+            return None
+
+    def per_image_threshold(self, method: str) -> bool:
+        return "threshold" in self.tree["maps"][method].ds.data_vars
+
+    def map_summary(self, method: str) -> pd.DataFrame:
+        """Per synthetic image: ``area`` (mask fraction), ``max`` and ``mean`` score."""
+
+        def make():
+            rows = []
+            for im in self.images("synthetic"):
+                s = self.score(method, im)
+                if not np.isfinite(s).any():
+                    continue
+                m = self.mask(method, im)
+                thr = self.threshold(method, im)
+                if m is None and thr is not None:
+                    m = np.nan_to_num(s, nan=-np.inf) > thr
+                rows.append({"image": im, "area": float(m.mean()) if m is not None else np.nan,
+                             "max": float(np.nanmax(s)), "mean": float(np.nanmean(s))})
+            return pd.DataFrame(rows, columns=["image", "area", "max", "mean"]).set_index("image")
+
+        if method not in self._summaries:
+            self._summaries[method] = make()
+        return self._summaries[method]
+
+    # -- statistics (fakesegment_nb.stats, when installed) ---------------------------------
+    def stats(self):
+        """``(StatsTables, None)`` from :mod:`fakesegment_nb.stats` (computed once), or ``(None, reason)``."""
+        if self._stats is None:
+            from .stats_bridge import stats_tables
+
+            self._stats = stats_tables(self)
+        return self._stats
+
+    def stats_table(self, kind: str) -> pd.DataFrame | None:
+        """The ``layers``, ``channels`` or ``pairs`` table, or None (see :meth:`stats` for why)."""
+        tables, _ = self.stats()
+        return None if tables is None else tables[kind]
+
+
+def esc(text) -> str:
+    return html.escape(str(text))
+
+
+def banner_html(attrs: dict) -> str:
+    """The untrained-weights warning as HTML ('' when the weights are trained)."""
+    if attrs.get("weights_trained", False):
+        return ""
+    warning = attrs.get("weights_warning") or "the network was not trained"
+    return ('<div class="fakesegment-banner" style="background:#fff3cd;border:1px solid #e0b000;'
+            'color:#5c4400;padding:6px 10px;margin:4px 0;border-radius:4px;font-weight:600">'
+            f"&#9888; Untrained weights ({esc(attrs.get('weights', '?'))}): {esc(warning)}. "
+            "Distances and maps below describe an untrained network, not what a detector sees."
+            "</div>")
+
+
+def header_html(view: "StoreView", title: str) -> str:
+    """One line naming the widget, the store, its network and how many images of each domain."""
+    a = view.attrs
+    counts = " / ".join(f"{len(view.images(d))} {d}" for d in view.domains) or "no images"
+    return (f"<b>{esc(title)}</b> &middot; store <code>{esc(view.url)}</code> &middot; model "
+            f"{esc(a.get('model'))} &middot; weights {esc(a.get('weights'))} &middot; {counts}")
+
+
+def note_html(text: str, kind: str = "missing") -> str:
+    """A plain one-line message for a panel that cannot show its content."""
+    colour = {"missing": "#555", "error": "#a00"}[kind]
+    return (f'<div class="fakesegment-note" style="color:{colour};font-style:italic;padding:4px 0">'
+            f"{esc(text)}</div>")
+
+
+def store_header(store, title: str = "Feature store"):
+    """Banner + one-line header of a store for a notebook cell; says so if it cannot be opened."""
+    from IPython.display import HTML
+
+    try:
+        view = store if isinstance(store, StoreView) else StoreView(store)
+    except FakesegmentError as exc:
+        return HTML(note_html(f"cannot open the store: {exc}", kind="error"))
+    return HTML(banner_html(view.attrs) + header_html(view, title))

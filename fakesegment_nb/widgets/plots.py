@@ -1,0 +1,91 @@
+"""Static matplotlib/seaborn figures of the domain statistics (dashboard, notebooks, reports).
+
+Every function takes the tables of :mod:`fakesegment_nb.stats` and returns a
+:class:`matplotlib.figure.Figure` that is not registered with pyplot.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRIC_LABELS = {"fid": "Fréchet distance (per-image vectors)", "kid": "KID (cubic kernel MMD²)",
+                 "patch_fd": "Fréchet distance (per-location vectors)"}
+
+
+def _figure(w: float, h: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=90, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def layer_distance_figure(layers: pd.DataFrame, metric: str = "fid"):
+    """Bars of one distance per layer, in network order."""
+    fig = _figure(7.5, 3.4)
+    ax = fig.subplots()
+    vals = layers[metric].to_numpy(dtype=float)
+    bars = ax.bar(layers["layer"].astype(str), vals, color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{x:.3g}" for x in vals], fontsize=8, padding=2)
+    ax.set_xlabel("layer (network order)")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    n = layers[["n_real", "n_synthetic"]].iloc[0] if {"n_real", "n_synthetic"} <= set(layers) and len(layers) else None
+    sub = f" ({int(n['n_real'])} real, {int(n['n_synthetic'])} synthetic images)" if n is not None else ""
+    ax.set_title(f"Real vs synthetic distance per layer: {metric}{sub}", fontsize=11)
+    ax.margins(y=0.15)
+    return fig
+
+
+def channel_distribution_figure(values: np.ndarray, domains, layer: str, channel: int,
+                                effect_size: float | None = None):
+    """Per-image channel means of real and synthetic images: seaborn violins with the points."""
+    import seaborn as sns
+
+    fig = _figure(6.0, 3.8)
+    ax = fig.subplots()
+    df = pd.DataFrame({"domain": np.asarray(domains, dtype=str), "mean activation": np.asarray(values, float)})
+    order = [d for d in ("real", "synthetic") if (df["domain"] == d).any()]
+    palette = {"real": "#4c72b0", "synthetic": "#dd8452"}
+    sns.violinplot(data=df, x="domain", y="mean activation", hue="domain", order=order, palette=palette,
+                   inner=None, cut=0, ax=ax, legend=False)
+    sns.stripplot(data=df, x="domain", y="mean activation", order=order, color="black", size=4, ax=ax)
+    d = "" if effect_size is None or not np.isfinite(effect_size) else f", Cohen's d = {effect_size:+.2f}"
+    ax.set_title(f"{layer} · channel {channel}{d}\nper-image channel mean, real vs synthetic", fontsize=11)
+    ax.set_xlabel("domain")
+    ax.set_ylabel("channel mean over y, x")
+    return fig
+
+
+def effect_heatmap_figure(channels: pd.DataFrame, layers: list[str]):
+    """Layer x channel heat map of Cohen's d (synthetic − real); grey where a layer has no such channel."""
+    import matplotlib
+
+    width = int(channels["channel"].max()) + 1 if len(channels) else 1
+    grid = np.full((len(layers), width), np.nan)
+    for i, layer in enumerate(layers):
+        rows = channels[channels["layer"] == layer]
+        grid[i, rows["channel"].to_numpy(dtype=int)] = rows["effect_size"].to_numpy(dtype=float)
+    finite = np.abs(grid[np.isfinite(grid)])
+    lim = float(np.percentile(finite, 99)) if finite.size else 1.0
+    lim = lim if lim > 0 else 1.0
+    fig = _figure(9.0, 1.2 + 0.42 * len(layers))
+    ax = fig.subplots()
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")
+    im = ax.imshow(grid, aspect="auto", cmap=cmap, vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_yticks(range(len(layers)), layers)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("layer")
+    ax.set_title("Effect size per channel (Cohen's d, synthetic − real; colour clipped at the 99th percentile)",
+                 fontsize=11)
+    cb = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    cb.set_label("Cohen's d")
+    return fig
+
+
+def pair_table_view(pairs: pd.DataFrame, layer: str | None = None, sort: str = "mse",
+                    ascending: bool = False) -> pd.DataFrame:
+    """The pair table for one layer (or all), sorted by a column."""
+    t = pairs if layer in (None, "all") else pairs[pairs["layer"] == layer]
+    return t.sort_values(sort, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)

@@ -1,0 +1,277 @@
+"""Widget logic without a browser: what each interaction redraws, and what a widget says when
+the store lacks something."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakesegment_nb import open_store
+from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.regions import layer_box, region_drivers
+from fakesegment_nb.widgets import DomainDashboard, Explorer, Gallery, StoreView, banner_html
+
+from nb_support import LAYERS, UNPAIRED, store_without_maps, tiny_store
+
+
+@pytest.fixture(scope="module")
+def store():
+    return tiny_store()
+
+
+@pytest.fixture(scope="module")
+def view(store):
+    return StoreView(store)
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def panel(ex: Explorer, name: str):
+    return {"image": ex.main_views[0], "map": ex.main_views[1], "overlay": ex.main_views[2],
+            "discrepancy": ex.pair_views[2]}[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Explorer
+
+
+def test_explorer_layer_channel_image_redraw_the_feature_map(view):
+    ex = Explorer(view, image="synthetic/scene_001.png")
+    fmap = panel(ex, "map")
+    before = fmap.image.value
+    assert "conv4_3" in fmap.title.value and fmap.cbar.value  # titled, with a colour bar
+    ex.layer.value = "conv8_2"
+    assert fmap.image.value != before
+    assert "conv8_2" in fmap.title.value and "10×10 cells" in fmap.title.value
+    assert ex.channel.max == view.channels("conv8_2") - 1
+    before = fmap.image.value
+    ex.channel.value = 7
+    assert fmap.image.value != before and "channel 7" in fmap.title.value
+    # the panel shows exactly the stored map, colour-mapped and upsampled to the input size
+    f = view.fmap("synthetic/scene_001.png", "conv8_2", 7)
+    shown = pixels(fmap.image.value)
+    assert shown.shape[:2] == view.input_size
+    lo, hi = np.nanmin(f), np.nanmax(f)
+    if hi > lo:  # the brightest cell is drawn with the colour map's top colour
+        r, c = np.unravel_index(np.nanargmax(f), f.shape)
+        y, x = int((r + 0.5) * view.input_size[0] / f.shape[0]), int((c + 0.5) * view.input_size[1] / f.shape[1])
+        from fakesegment_nb.widgets._render import lut
+
+        assert np.abs(shown[y, x].astype(int) - lut("viridis")[-1]).max() <= 2
+    before = panel(ex, "image").image.value
+    ex.image.value = "synthetic/scene_002.png"
+    assert panel(ex, "image").image.value != before
+    assert ex.last_redraw_s > 0
+
+
+def test_explorer_overlay_alpha_and_threshold(view):
+    ex = Explorer(view, image="synthetic/scene_002.png", method="paired")
+    ov = panel(ex, "overlay")
+    thr = view.threshold("paired", "synthetic/scene_002.png")  # the maps' calibrated threshold
+    assert thr is not None and ex.threshold.value == pytest.approx(thr)
+    score = view.score("paired", "synthetic/scene_002.png")
+    share = float((score > thr).mean())
+    assert share == pytest.approx(view.mask("paired", "synthetic/scene_002.png").mean())
+    assert f"{100 * share:.1f}% of the image" in ov.title.value
+    ex.alpha.value = 0.0  # fully transparent overlay: the image itself
+    assert np.array_equal(pixels(ov.image.value), view.rgb("synthetic/scene_002.png"))
+    ex.alpha.value = 0.8
+    ex.threshold.value = 10 ** ex.threshold.min  # low threshold: more pixels flagged
+    low = float((score > ex.threshold.value).mean())
+    assert low > 0 and low >= share and f"{100 * low:.1f}% of the image" in ov.title.value
+    changed_low = (pixels(ov.image.value) != view.rgb("synthetic/scene_002.png")).any(axis=2).mean()
+    assert changed_low > 0
+    ex.threshold.value = 10 ** ex.threshold.max  # the top of the slider flags fewer pixels
+    high = float((score > ex.threshold.value).mean())
+    assert high < low and f"{100 * high:.1f}% of the image" in ov.title.value
+    assert (pixels(ov.image.value) != view.rgb("synthetic/scene_002.png")).any(axis=2).mean() < changed_low
+
+
+def test_explorer_pair_row_only_for_pairs(view):
+    ex = Explorer(view, image="synthetic/scene_000.png")
+    assert ex.pair_box.layout.display is None
+    d = panel(ex, "discrepancy")
+    assert "discrepancy" in d.title.value and "synthetic − real" in d.cbar.value
+    assert "real/scene_000.png" in ex.pair_views[1].title.value
+    ex.image.value = UNPAIRED
+    assert ex.pair_box.layout.display == "none"
+    ex.image.value = "real/scene_001.png"  # a real image shows its synthetic twin on the left
+    assert ex.pair_box.layout.display is None
+    assert "synthetic/scene_001.png" in ex.pair_views[0].title.value
+
+
+def test_explorer_domain_filter_and_real_images_have_no_paired_map(view):
+    ex = Explorer(view, method="paired")
+    ex.domain.value = "real"
+    assert all(i.startswith("real/") for i in ex.image.options)
+    assert "does not apply to real images" in panel(ex, "overlay").note.value
+
+
+def test_top_channels_follow_effect_size(view):
+    ex = Explorer(view)
+    assert not ex.channel_mode.disabled
+    ex.layer.value = "conv9_2"
+    ex.channel_mode.value = "top by effect size"
+    tables, _ = view.stats()
+    t = tables.channels[tables.channels["layer"] == "conv9_2"]
+    want = t.iloc[np.argsort(-t["effect_size"].abs().to_numpy())]["channel"].head(3).tolist()
+    assert [v for _, v in ex.top_channel.options[:3]] == want
+    assert ex.channel.value == want[0]
+    ex.top_channel.value = want[1]
+    assert ex.channel.value == want[1] and f"channel {want[1]}" in panel(ex, "map").title.value
+
+
+def test_select_top_region_and_drivers(view):
+    ex = Explorer(view, image="synthetic/scene_001.png", method="paired")
+    ex.select_top_region()
+    x0, x1, y0, y1 = ex.box
+    score = np.nan_to_num(view.score("paired", "synthetic/scene_001.png"))
+    inside = score[y0:y1, x0:x1].mean()
+    assert inside >= score.mean()  # the window sits on the high scores
+    # with a map scoring the image: the map's own split of the region's score
+    from fakesegment_nb.segments import attribute
+
+    att = attribute(tiny_store(), "synthetic/scene_001.png", box=(y0, x0, y1, x1), method="paired")
+    assert "Layers driving the paired score" in ex.drivers.value and f"{att.score:.3g}" in ex.drivers.value
+    assert "Channels driving it" in ex.drivers.value
+    shown = ex.show_drivers(top=4)
+    assert shown[["layer", "channel"]].values.tolist() == att.channels.head(4)[["layer", "channel"]].values.tolist()
+    # a real image is not scored by the paired map: the map-free view of the region
+    ex.image.value = "real/scene_001.png"
+    ex.show_drivers()
+    assert "Channels departing most from its paired real image" in ex.drivers.value
+    df = region_drivers(view, "synthetic/scene_001.png", ex.box, top=5)
+    assert len(df) == 5 and (np.diff(np.abs(df["z"].to_numpy())) <= 0).all()
+    # recompute the top row by hand
+    row = df.iloc[0]
+    r, c = layer_box(ex.box, view.input_size, view.layer_shape(row["layer"]))
+    feats = open_store(tiny_store(), chunks=None)["layers"][row["layer"]]["features"]
+    means = np.asarray(feats.isel(channel=int(row["channel"]), y=r, x=c).values, np.float64).mean(axis=(1, 2))
+    ids = list(view.table.index)
+    real = [i for i, im in enumerate(ids) if im.startswith("real/")]
+    z = (means[ids.index("synthetic/scene_001.png")] - means[ids.index("real/scene_001.png")]) / means[real].std(ddof=1)
+    assert row["z"] == pytest.approx(z, rel=1e-6)
+
+
+def test_layer_box_maps_input_pixels_to_cells():
+    assert layer_box((0, 300, 0, 300), (300, 300), (10, 10)) == (slice(0, 10), slice(0, 10))
+    assert layer_box((150, 151, 0, 1), (300, 300), (5, 5)) == (slice(0, 1), slice(2, 3))
+    with pytest.raises(FakesegmentError, match="not inside"):
+        layer_box((0, 301, 0, 10), (300, 300), (5, 5))
+
+
+def test_explorer_redraw_is_fast_after_the_first(view):
+    """Generous bound (the machine is shared); benchmarks/bench_widgets.py reports the real figure."""
+    ex = Explorer(view, image="synthetic/scene_001.png")
+    times = []
+    for layer in LAYERS[1:] + LAYERS[:1]:
+        ex.layer.value = layer
+        times.append(ex.last_redraw_s)
+    assert np.median(times) < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Gallery
+
+
+def test_gallery_ranks_filters_and_opens_explorer(view):
+    g = Gallery(view, method="reference", k=3)
+    summary = view.map_summary("reference")
+    assert g.shown == summary.sort_values("area", ascending=False).index[:3].tolist()
+    assert len(g.grid.children) == 3
+    g.sort.value = "max score"
+    assert g.shown == summary.sort_values("max", ascending=False).index[:3].tolist()
+    g.descending.value = False
+    assert g.shown[0] == summary["max"].idxmin()
+    g.filter.value = "unpaired"
+    assert g.shown == [UNPAIRED]
+    g.filter.value = "no such image"
+    assert g.shown == [] and "no synthetic image matches" in g.message.value
+    g.filter.value = ""
+    target = g.shown[1]
+    g.grid.children[1].children[2].click()  # the card's "open in Explorer" button
+    assert g.explorer is not None and g.explorer.image.value == target
+    assert g.explorer_box.children == (g.explorer,)
+
+
+def test_gallery_without_maps_says_so(tmp_path):
+    g = Gallery(store_without_maps(tmp_path), k=3)
+    assert "no unrealistic-detail maps" in g.message.value
+    assert g.sort.disabled and g.grid.children == ()
+
+
+# --------------------------------------------------------------------------------------------
+# DomainDashboard
+
+
+def test_dashboard_panels(view):
+    d = DomainDashboard(view)
+    tables, _ = view.stats()
+    assert d.bars.value and d.violin.value and d.heatmap.value
+    before = d.bars.value
+    d.metric.value = "kid"
+    assert d.bars.value != before
+    rows = tables.channels[tables.channels["layer"] == LAYERS[0]]
+    assert d.channel.value == int(rows.loc[rows["effect_size"].abs().idxmax(), "channel"])
+    before = d.violin.value
+    d.layer.value = "conv9_2"
+    assert d.violin.value != before
+    d.pair_sort.value = "ssim"
+    d.pair_ascending.value = True
+    shown = d.pair_table()
+    assert shown["ssim"].dropna().is_monotonic_increasing
+    d.pair_layer.value = "conv8_2"
+    assert set(d.pair_table()["layer"]) == {"conv8_2"}
+    assert d.pair_html.value.count("<tr>") == len(d.pair_table())  # body rows (the header row is styled)
+
+
+# --------------------------------------------------------------------------------------------
+# one domain, missing parts, banner, static views
+
+
+@pytest.fixture(scope="module")
+def synthetic_only(store):
+    tree = open_store(store, chunks=None)
+    keep = np.flatnonzero([str(d) == "synthetic" for d in tree["domain"].values.tolist()])
+    return StoreView(tree.isel(image=keep))
+
+
+def test_one_domain_disables_what_needs_two(synthetic_only):
+    v = synthetic_only
+    assert v.domains == ["synthetic"] and not v.two_domains
+    ex = Explorer(v)
+    assert ex.channel_mode.disabled and "only synthetic" in ex.channel_mode.tooltip
+    assert ex.domain.options == ("all", "synthetic")
+    assert ex.pair_box.layout.display == "none"  # the twins are not in this view
+    ex.show_drivers()
+    assert "need real images" in ex.drivers.value
+    d = DomainDashboard(v)
+    assert d.tables is None and "only synthetic" in d.why
+    text = " ".join(w.value for w in d.children if hasattr(w, "value") and isinstance(w.value, str))
+    assert text.count("domain statistics unavailable") == 3
+    assert d.metric.disabled and d.bars.value == b""
+
+
+def test_banner_on_every_widget(view):
+    assert "Untrained weights (random:0)" in banner_html(view.attrs)
+    for w in (Explorer(view), Gallery(view, k=2), DomainDashboard(view)):
+        assert "Untrained weights" in w.children[0].value
+    assert banner_html({**view.attrs, "weights_trained": True}) == ""
+
+
+def test_static_views_embed_figures(view):
+    for w in (Explorer(view), Gallery(view, k=2), DomainDashboard(view)):
+        bundle = w._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle
+        assert bundle["text/html"].count("data:image/png;base64,") >= 1
+        assert "Untrained weights" in bundle["text/html"]
+
+
+def test_unknown_layer_is_one_line_error(store):
+    with pytest.raises(FakesegmentError, match="no layer fc7; it has conv4_3"):
+        StoreView(store, layers=["fc7"])
