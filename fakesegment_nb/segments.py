@@ -216,7 +216,11 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
         fs = _features(tree, layer, np.array([pos]))
         if method == "paired":
             partner = str(table["pair"].iloc[pos])
-            ppos = int(np.flatnonzero(table.index == partner)[0])
+            found = np.flatnonzero(table.index == partner)
+            if not partner or not found.size:
+                raise FakesegmentError(f"{image}: its real pair {partner!r} is not in the store; "
+                                       "attribute it with method='reference'")
+            ppos = int(found[0])
             _, std = _real_stats(tree, layer, real_idx, np.random.default_rng(0))
             inv = (1.0 / std)[None, :, None, None]
             zs, zr = fs * inv, _features(tree, layer, np.array([ppos])) * inv
