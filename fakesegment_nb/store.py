@@ -30,7 +30,8 @@ _STR_VARS = ("image", "domain", "path", "pair", "sha256")
 ROOT_CHUNK = 4096
 CHUNK_BYTES = 512 * 1024
 IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
-COMPRESSOR = BloscCodec(cname="zstd", clevel=3, shuffle="shuffle", typesize=2)
+# zstd level 1: about half the CPU of level 3 for ~1% more bytes (benchmarks/bench_extract.py)
+COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=2)
 
 
 def _is_local(url: str) -> bool:
@@ -191,6 +192,7 @@ class StoreWriter:
         self.storage_options = storage_options
         self._group = None
         self._attrs = None
+        self._local_store = None
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -325,7 +327,7 @@ class StoreWriter:
         """Write float16 rows ``start:start+B`` of each layer through xarray."""
         for name, arr in features.items():
             ds = xr.Dataset({"features": (("image", "channel", "y", "x"), arr.astype(np.float16, copy=False))})
-            ds.to_zarr(self.url, group=f"layers/{name}", region={"image": slice(start, start + arr.shape[0])},
+            ds.to_zarr(self._target, group=f"layers/{name}", region={"image": slice(start, start + arr.shape[0])},
                        consolidated=False, zarr_format=3, storage_options=self._remote_options())
 
     def commit(self, rows: pd.DataFrame) -> None:
@@ -333,7 +335,7 @@ class StoreWriter:
         ds = xr.Dataset({k: ("image", _column(rows, k)) for k in ROOT_VARS},
                         coords={"image": _column(rows, "image")},
                         attrs=self.attrs)  # xarray rewrites the root attributes on append
-        ds.to_zarr(self.url, append_dim="image", consolidated=False, zarr_format=3,
+        ds.to_zarr(self._target, append_dim="image", consolidated=False, zarr_format=3,
                    storage_options=self._remote_options())
 
     def drop_stale_maps(self) -> list[str]:
@@ -359,6 +361,16 @@ class StoreWriter:
 
     def _remote_options(self):
         return None if _is_local(self.url) else self.storage_options
+
+    @property
+    def _target(self):
+        """What xarray writes to: one LocalStore object kept for local stores (re-opening the
+        path on every call costs more than compressing a batch), else the URL."""
+        if not _is_local(self.url):
+            return self.url
+        if self._local_store is None:
+            self._local_store = zarr.storage.LocalStore(_local_path(self.url))
+        return self._local_store
 
 
 def _strings(values) -> np.ndarray:

@@ -86,9 +86,13 @@ def _committed(store: Path) -> int:
         return 0
 
 
+# The runs that get killed or raced use ssd300 (~0.25 s an image here): slow enough that the other
+# side (a kill, a second process starting up) reliably lands mid-run.
+SLOW = ["--model", "ssd300_vgg16", "--layers", "fc7,conv8_2", "--weights", "random:0", "--batch-size", "2"]
+
+
 def _start(real, syn, store):
-    return subprocess.Popen([*FS, "extract", "--real", real, "--synthetic", syn, "--store", store,
-                             "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS), "--weights", "random:0", "--batch-size", "2", "--quiet"],
+    return subprocess.Popen([*FS, "extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -103,7 +107,8 @@ def _wait_committed(store, n, proc, timeout=120):
 def test_kill_9_then_rerun_completes_the_store(tmp_path, many_dirs):
     real, syn = many_dirs
     ref = tmp_path / "ref.zarr"
-    extract(real, syn, ref, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=2, progress=False)
+    extract(real, syn, ref, model="ssd300_vgg16", layers=["fc7", "conv8_2"], weights="random:0", batch_size=2,
+            progress=False)
     store = tmp_path / "killed.zarr"
     proc = _start(real, syn, store)
     _wait_committed(store, 6, proc)
@@ -113,8 +118,7 @@ def test_kill_9_then_rerun_completes_the_store(tmp_path, many_dirs):
     assert 4 <= n < 48, "the kill must land mid-run"
     partial = fs.open_store(store)  # readable right after the kill
     assert partial.sizes["image"] == n
-    again = run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS),
-                "--weights", "random:0", "--batch-size", "2", "--quiet")
+    again = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
     assert again.returncode == 0, again.stderr
     assert f"{48 - n} images added, {n} already stored" in again.stdout
     a, b = fs.open_store(ref), fs.open_store(store)
@@ -129,8 +133,7 @@ def test_two_writers_one_refused_nothing_lost(tmp_path, many_dirs):
     store = tmp_path / "shared.zarr"
     first = _start(real, syn, store)
     _wait_committed(store, 2, first)
-    second = run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS),
-                 "--weights", "random:0", "--quiet")
+    second = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
     assert "another process is extracting" in one_line_error(second)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
