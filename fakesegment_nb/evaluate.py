@@ -44,6 +44,15 @@ BASELINES = ("pixel_absdiff", "pixel_1-ssim")
 # ranking metrics
 
 
+def _flat(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (NaN ranked lowest) and boolean labels, flattened and checked to match."""
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels, bool).ravel()
+    if s.shape != y.shape:
+        raise ValueError("scores and labels must have the same number of elements")
+    return np.nan_to_num(s, nan=-np.inf), y
+
+
 def auroc(scores, labels) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (ties count one half).
 
@@ -52,11 +61,7 @@ def auroc(scores, labels) -> float:
     """
     from scipy.stats import rankdata
 
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels, bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError("scores and labels must have the same number of elements")
-    s = np.nan_to_num(s, nan=-np.inf)
+    s, y = _flat(scores, labels)
     n_pos = int(y.sum())
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -71,11 +76,7 @@ def average_precision(scores, labels) -> float:
     The step-wise definition of scikit-learn's ``average_precision_score`` (no interpolation);
     NaN without positives.
     """
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels, bool).ravel()
-    if s.shape != y.shape:
-        raise ValueError("scores and labels must have the same number of elements")
-    s = np.nan_to_num(s, nan=-np.inf)
+    s, y = _flat(scores, labels)
     n_pos = int(y.sum())
     if n_pos == 0:
         return float("nan")
