@@ -15,7 +15,7 @@ import shutil
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ def _normalise(url) -> str:
 
 
 def _local_path(url: str) -> Path:
-    return Path(str(url).removeprefix("file://"))
+    return Path(_normalise(url))
 
 
 def channel_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
