@@ -352,26 +352,25 @@ def layer_table(store, cache: bool = True) -> pd.DataFrame:
     return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
 
 
-def channel_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
-    """``channels.csv`` as a DataFrame (optionally one layer's rows), one row per channel."""
+def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFrame:
+    """Table ``name`` from the cache (or computed for ``layer`` only), cut to ``layer``'s rows."""
     tree = _as_tree(store)
     hit = cached_stats(tree) if cache else None
     if hit is not None:
-        df = hit.channels
+        df = hit[name]
     else:
-        df = compute_stats(tree, ("channels",), layers=None if layer is None else [layer]).channels
+        df = compute_stats(tree, (name,), layers=None if layer is None else [layer])[name]
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
+
+
+def channel_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
+    """``channels.csv`` as a DataFrame (optionally one layer's rows), one row per channel."""
+    return _layer_rows(store, "channels", layer, cache)
 
 
 def pair_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
     """``pairs.csv`` as a DataFrame: ``image, pair, layer, mse, ssim, cosine`` (empty if no pairs)."""
-    tree = _as_tree(store)
-    hit = cached_stats(tree) if cache else None
-    if hit is not None:
-        df = hit.pairs
-    else:
-        df = compute_stats(tree, ("pairs",), layers=None if layer is None else [layer]).pairs
-    return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
+    return _layer_rows(store, "pairs", layer, cache)
 
 
 def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
