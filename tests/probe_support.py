@@ -39,7 +39,10 @@ def small_probe() -> tuple[Path, Path]:
 
 @lru_cache(maxsize=None)
 def unpaired_store() -> Path:
-    """3 real and 3 synthetic images with no common stem (fast model), no maps."""
+    """3 real and 3 synthetic images with no common stem, no maps.
+
+    ssd300's reference-map layers only: ssdlite's random activations underflow float16 (all zeros).
+    """
     from fakesegment_nb.extract import extract
 
     root = Path(tempfile.mkdtemp(prefix="fakesegment-unpaired-"))
@@ -50,7 +53,7 @@ def unpaired_store() -> Path:
             a = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
             Image.fromarray(a).save(root / dom / f"{dom}_{i}.png")
     store = root / "store.zarr"
-    extract(root / "real", root / "synthetic", store, model="ssdlite320_mobilenet_v3_large",
+    extract(root / "real", root / "synthetic", store, model="ssd300_vgg16", layers=["fc7", "conv8_2"],
             weights="random:0", progress=False)
     return store
 
