@@ -53,8 +53,12 @@ class Backbone:
         return self._preprocess(tensors)
 
     def features(self, batch: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        """Input batch -> ``{layer: (B, C, h, w)}`` for :attr:`layers`, in order."""
-        out = self._forward(batch)
+        """Input batch -> ``{layer: (B, C, h, w)}`` for :attr:`layers`, in order.
+
+        The batch runs in channels-last memory layout (see :meth:`to`); the values are the
+        same up to float32 summation order.
+        """
+        out = self._forward(batch.contiguous(memory_format=torch.channels_last))
         res = OrderedDict()
         for name in self.layers:
             t = out[name]
@@ -67,8 +71,10 @@ class Backbone:
         return res
 
     def to(self, device: str | torch.device) -> "Backbone":
+        """Move the model to ``device`` in channels-last layout: oneDNN's convolutions run
+        about 20% (VGG) to 40% (MobileNet) faster on this CPU with it (benchmarks/bench_extract.py)."""
         self.device = torch.device(device)
-        self.model.to(self.device)
+        self.model.to(self.device, memory_format=torch.channels_last)
         return self
 
 
