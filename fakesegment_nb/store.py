@@ -327,8 +327,10 @@ class StoreWriter:
         """Write float16 rows ``start:start+B`` of each layer through xarray."""
         for name, arr in features.items():
             ds = xr.Dataset({"features": (("image", "channel", "y", "x"), arr.astype(np.float16, copy=False))})
+            # every chunk holds features: skip zarr's scan of each one for the fill value
             ds.to_zarr(self._target, group=f"layers/{name}", region={"image": slice(start, start + arr.shape[0])},
-                       consolidated=False, zarr_format=3, storage_options=self._remote_options())
+                       consolidated=False, zarr_format=3, storage_options=self._remote_options(),
+                       write_empty_chunks=True)
 
     def commit(self, rows: pd.DataFrame) -> None:
         """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored."""
