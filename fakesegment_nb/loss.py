@@ -23,7 +23,7 @@ import torch
 
 from .backbones import SSD_LAYERS, Backbone
 from .errors import FakesegmentError
-from .ssim import WIN_SIZE, _interior_mean, _ssim_map
+from .ssim import WIN_SIZE, feature_ssim
 
 
 def _preprocess_fn(backbone: Backbone):
@@ -111,14 +111,7 @@ class FeatureRealismLoss(torch.nn.Module):
         mse = ((a - b) ** 2).mean(dim=(1, 2, 3))
         if a.shape[-1] < WIN_SIZE or a.shape[-2] < WIN_SIZE:
             return mse, None
-        with torch.no_grad():  # the data range is a constant of the metric
-            hi = torch.maximum(a.amax(dim=(-2, -1)), b.amax(dim=(-2, -1)))
-            rng = hi - torch.minimum(a.amin(dim=(-2, -1)), b.amin(dim=(-2, -1)))
-            valid = rng != 0
-            rng = torch.where(valid, rng, torch.ones_like(rng))  # keeps skipped channels finite
-        per_channel = _interior_mean(_ssim_map(a, b, rng, 1.5))
-        per_channel = torch.where(valid, per_channel, torch.zeros_like(per_channel))
-        return mse, per_channel.sum(dim=1) / valid.sum(dim=1)  # 0/0 = NaN: no channel counts
+        return mse, feature_ssim(a, b)  # differentiable; the same function as pairs.csv
 
     def _paired_features(self, synthetic, real):
         if synthetic.shape[0] != real.shape[0]:

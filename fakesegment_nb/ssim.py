@@ -86,43 +86,54 @@ CHUNK_ELEMENTS = 2**17  # map pixels per block: five float64 quantities stay wit
 
 
 def _ssim_block(a, b, rng, my, mx):
-    """SSIM maps of a stack ``(n, h, w)`` with per-map ranges ``(n,)``.
+    """SSIM maps of a stack ``(n, h, w)`` with per-map ranges ``(n,)``; ``my`` ``(h', h)`` and
+    ``mx`` ``(w, w')`` filter (and crop) the two axes.
 
-    SSIM needs ``vx + vy`` and ``vxy``, never ``vx`` or ``vy`` alone: four filtered quantities
-    (``a, b, a^2 + b^2, ab``) instead of skimage's five.
+    Each pair of maps is first centred on its joint mean ``c``: filtering commutes with a
+    constant shift (every filter row sums to 1), so the means are ``u + c`` while the
+    variances come from centred values, without the cancellation of ``E[x^2] - E[x]^2`` that
+    float32 would suffer on maps far from 0. SSIM needs ``vx + vy`` and ``vxy``, never ``vx``
+    or ``vy`` alone: four filtered quantities (``a, b, a^2 + b^2, ab``) instead of skimage's five.
     """
+    c = ((a.mean(dim=(-2, -1)) + b.mean(dim=(-2, -1))) / 2)[:, None, None]
+    a, b = a - c, b - c
     c1 = ((K1 * rng) ** 2)[:, None, None]
     c2 = ((K2 * rng) ** 2)[:, None, None]
     stack = torch.stack([a, b, a * a + b * b, a * b])
-    # both passes as one large GEMM each, (rows, w) @ (w, w): the y pass works on the
+    # both passes as one large GEMM each, (rows, w) @ (w, w'): the y pass works on the
     # transposed stack; the result stays transposed (SSIM is pointwise), a view turns it back
     ux, uy, uss, uxy = torch.matmul(torch.matmul(stack, mx).transpose(-1, -2), my.T).transpose(-1, -2).unbind(0)
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or rng.requires_grad):
-        uu = ux * ux + uy * uy
-        return ((2 * ux * uy + c1) * (2 * (uxy - ux * uy) + c2)) / ((uu + c1) * (uss - uu + c2))
+        mx_, my_ = ux + c, uy + c
+        return (((2 * mx_ * my_ + c1) * (2 * (uxy - ux * uy) + c2))
+                / ((mx_ * mx_ + my_ * my_ + c1) * (uss - ux * ux - uy * uy + c2)))
     # the same arithmetic in place (no autograd): far fewer passes over memory
-    uxuy = ux * uy
-    ux.square_().add_(uy.square_())            # ux^2 + uy^2
-    uss.sub_(ux).add_(c2)                      # vx + vy + C2
-    uxy.sub_(uxuy).mul_(2).add_(c2)            # 2 vxy + C2
-    uxuy.mul_(2).add_(c1)                      # 2 ux uy + C1
-    ux.add_(c1)                                # ux^2 + uy^2 + C1
-    return uxuy.mul_(uxy).div_(ux.mul_(uss))
+    uxy.sub_(ux * uy).mul_(2).add_(c2)         # 2 vxy + C2
+    uss.sub_(ux * ux).sub_(uy * uy).add_(c2)   # vx + vy + C2
+    ux.add_(c)                                 # mu_x
+    uy.add_(c)                                 # mu_y
+    lum = ux * uy
+    lum.mul_(2).add_(c1)                       # 2 mu_x mu_y + C1
+    ux.square_().add_(uy.square_()).add_(c1)   # mu_x^2 + mu_y^2 + C1
+    return lum.mul_(uxy).div_(ux.mul_(uss))
 
 
-def _ssim_map(a: torch.Tensor, b: torch.Tensor, rng: torch.Tensor, sigma: float) -> torch.Tensor:
+def _ssim_map(a: torch.Tensor, b: torch.Tensor, rng: torch.Tensor, sigma: float, crop: int = 0) -> torch.Tensor:
+    """SSIM maps ``(..., h - 2 crop, w - 2 crop)``: the full maps without ``crop`` pixels at
+    each border, computed for those locations only."""
     h, w = a.shape[-2:]
     lead = a.shape[:-2]
-    my = gaussian_filter_matrix(h, sigma, dtype=a.dtype, device=a.device)
-    mx = gaussian_filter_matrix(w, sigma, dtype=a.dtype, device=a.device).T
+    my = gaussian_filter_matrix(h, sigma, dtype=a.dtype, device=a.device)[crop:h - crop]
+    mx = gaussian_filter_matrix(w, sigma, dtype=a.dtype, device=a.device).T[:, crop:w - crop]
     a, b = a.reshape(-1, h, w), b.reshape(-1, h, w)
     rng = rng.to(a.dtype).expand(lead).reshape(-1)
     n = a.shape[0]
     k = n if a.device.type != "cpu" else max(1, CHUNK_ELEMENTS // (h * w))
     if n <= k:
-        return _ssim_block(a, b, rng, my, mx).reshape(*lead, h, w)
-    parts = [_ssim_block(a[i:i + k], b[i:i + k], rng[i:i + k], my, mx) for i in range(0, n, k)]
-    return torch.cat(parts).reshape(*lead, h, w)
+        out = _ssim_block(a, b, rng, my, mx)
+    else:
+        out = torch.cat([_ssim_block(a[i:i + k], b[i:i + k], rng[i:i + k], my, mx) for i in range(0, n, k)])
+    return out.reshape(*lead, *out.shape[-2:])
 
 
 def _range_tensor(a: torch.Tensor, b: torch.Tensor, rng) -> torch.Tensor:
@@ -151,11 +162,13 @@ def ssim_map(a, b, data_range=None, *, sigma: float = SIGMA):
     return _out(_ssim_map(ta, tb, _range_tensor(ta, tb, data_range), sigma), was_np)
 
 
-def _interior_mean(s: torch.Tensor) -> torch.Tensor:
-    h, w = s.shape[-2:]
+def _interior_mean(a: torch.Tensor, b: torch.Tensor, rng: torch.Tensor) -> torch.Tensor:
+    """skimage's mean SSIM: the map averaged over its interior, ``PAD`` pixels in from each
+    border (only those locations are computed); NaN for maps smaller than the window."""
+    h, w = a.shape[-2:]
     if h < WIN_SIZE or w < WIN_SIZE:
-        return torch.full(s.shape[:-2], math.nan, dtype=s.dtype, device=s.device)
-    return s[..., PAD:h - PAD, PAD:w - PAD].mean(dim=(-2, -1))
+        return torch.full(a.shape[:-2], math.nan, dtype=a.dtype, device=a.device)
+    return _ssim_map(a, b, rng, SIGMA, crop=PAD).mean(dim=(-2, -1))
 
 
 def mean_ssim(a, b, data_range=None):
@@ -166,7 +179,7 @@ def mean_ssim(a, b, data_range=None):
     """
     ta, tb, was_np = _pair(a, b)
     rng = _range_tensor(ta, tb, data_range)
-    return _out(_interior_mean(_ssim_map(ta, tb, rng, SIGMA)), was_np)
+    return _out(_interior_mean(ta, tb, rng), was_np)
 
 
 def _valid_channel_mean(x: torch.Tensor, valid: torch.Tensor, dim: int) -> torch.Tensor:
@@ -190,7 +203,7 @@ def feature_ssim(a, b):
     rng = _range_tensor(ta, tb, None)
     valid = rng != 0
     safe = torch.where(valid, rng, torch.ones_like(rng))  # skipped channels stay finite (gradients)
-    per_channel = _interior_mean(_ssim_map(ta, tb, safe, SIGMA))
+    per_channel = _interior_mean(ta, tb, safe)
     out = _valid_channel_mean(per_channel, valid, dim=-1)
     bad = ~torch.isfinite(rng).all(dim=-1)
     out = torch.where(bad, torch.full_like(out, math.nan), out)
