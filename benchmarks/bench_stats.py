@@ -5,7 +5,8 @@
    (``resource.getrusage``: the child's peak RSS, and its RSS after imports, before the
    computation). The issue asks for peak(200) / peak(50) <= 1.3.
 2. Batched SSIM (:func:`fakesegment_nb.ssim.feature_ssim`) against a per-channel loop over
-   ``skimage.metrics.structural_similarity`` on the same stored feature maps: speed-up >= 20x.
+   ``skimage.metrics.structural_similarity`` on the same stored feature maps: speed-up >= 20x,
+   judged on float32, the precision ``pairs.csv`` computes SSIM in (float64 printed beside it).
 
 The stores are made once under ``--workdir`` (reused on later runs) from scikit-image photos:
 random crops, flips and brightness of 8 photos as "real" images (96x96 px), each with a paired
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -101,16 +103,18 @@ def run_stats(store: Path, out: Path) -> dict:
 
 
 def _time(f, repeat: int) -> float:
-    best = float("inf")
+    """Median wall seconds of ``repeat`` calls."""
+    times = []
     for _ in range(repeat):
         t = time.perf_counter()
         f()
-        best = min(best, time.perf_counter() - t)
-    return best
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def bench_ssim(name: str, a: np.ndarray, b: np.ndarray) -> dict:
-    """Batched feature_ssim (float64 as in the tables, and float32) against the skimage loop."""
+    """Batched feature_ssim (float32 as pairs.csv computes it, and float64) against the skimage
+    loop; medians of repeated runs on both sides."""
     import torch
     from skimage.metrics import structural_similarity
 
@@ -135,9 +139,8 @@ def bench_ssim(name: str, a: np.ndarray, b: np.ndarray) -> dict:
             res.append(np.mean(vals) if vals else np.nan)
         return np.asarray(res)
 
-    t = time.perf_counter()
     ref = loop()
-    t_loop = time.perf_counter() - t
+    t_loop = _time(loop, 3)
     return {"name": name, "maps": int(a.shape[0] * a.shape[1]), "shape": list(a.shape[2:]),
             "float64_s": t64, "float32_s": t32, "skimage_loop_s": t_loop,
             "speedup64": t_loop / t64, "speedup32": t_loop / t32,
@@ -204,12 +207,12 @@ def main(argv=None) -> int:
         if min(a.shape[2:]) < 11:
             continue
         s = bench_ssim(name, a, b)
-        ok &= s["speedup64"] >= 20
-        verdict = "meets" if s["speedup64"] >= 20 else "MISSES"
+        ok &= s["speedup32"] >= 20
+        verdict = "meets" if s["speedup32"] >= 20 else "MISSES"
         print(f"  {s['name']}: {s['maps']} maps of {s['shape'][0]}x{s['shape'][1]}: skimage loop {s['skimage_loop_s']:.2f} s, "
               f"batched float64 {s['float64_s']:.3f} s ({s['speedup64']:.0f}x, max |diff| {s['diff64']:.0e}), "
               f"float32 {s['float32_s']:.3f} s ({s['speedup32']:.0f}x, max |diff| {s['diff32']:.0e}); "
-              f"float64 {verdict} >= 20x", flush=True)
+              f"float32 (pairs.csv) {verdict} >= 20x", flush=True)
     return 1 if args.strict and not (ratio <= 1.3 and ok) else 0
 
 
