@@ -78,6 +78,7 @@ def test_explorer_overlay_alpha_and_threshold(view):
     share = float((score > thr).mean())
     assert share == pytest.approx(view.mask("paired", "synthetic/scene_002.png").mean())
     assert f"{100 * share:.1f}% of the image" in ov.title.value
+    assert (ov.cbar.value == "" and "lower the threshold" in ov.note.value) == (share == 0)
     ex.alpha.value = 0.0  # fully transparent overlay: the image itself
     assert np.array_equal(pixels(ov.image.value), view.rgb("synthetic/scene_002.png"))
     ex.alpha.value = 0.8
@@ -89,6 +90,8 @@ def test_explorer_overlay_alpha_and_threshold(view):
     ex.threshold.value = 10 ** ex.threshold.max  # the top of the slider flags fewer pixels
     high = float((score > ex.threshold.value).mean())
     assert high < low and f"{100 * high:.1f}% of the image" in ov.title.value
+    if high == 0:  # nothing flagged: said in words, no colour bar spanning threshold..threshold
+        assert "lower the threshold" in ov.note.value and ov.cbar.value == ""
     assert (pixels(ov.image.value) != view.rgb("synthetic/scene_002.png")).any(axis=2).mean() < changed_low
 
 

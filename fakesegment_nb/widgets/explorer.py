@@ -247,6 +247,10 @@ class Explorer(W.VBox):
         thr = float(self.threshold.value)
         lo, hi, log = score_range(score, thr)
         hit = np.nan_to_num(score, nan=-np.inf) > thr  # the maps' own mask rule: score > threshold
+        if not hit.any():  # no colour on the image: a colour bar would span threshold..threshold
+            return Panel(f"{m} score > {thr:.3g}: 0.0% of the image", rgb,
+                         note=f"no location of this image scores above {thr:.3g} (its maximum is "
+                              f"{float(np.nanmax(score)):.3g}); lower the threshold to see more")
         return Panel(f"{m} score > {thr:.3g}: {100 * hit.mean():.1f}% of the image",
                      overlay(rgb, score, hit, lo, hi, self.alpha.value, log=log),
                      ColorBar("magma", lo, hi, "unrealistic score", log))
