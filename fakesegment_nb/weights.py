@@ -145,8 +145,11 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise FakesegmentError(f"weights file {path} cannot be loaded ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+            # torch's first sentence says what failed; the rest advises weights_only=False,
+            # which we never do for a file given on the command line
+            first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
+            raise FakesegmentError(f"weights file {path} is not a readable state dict "
+                                   f"({type(exc).__name__}: {first})") from None
         _load_state(backbone, state, str(path))
         info = WeightsInfo(f"file:{file_sha256(path)}", True)
     backbone.model.eval()
