@@ -98,7 +98,7 @@ def _block_pairs(syn: np.ndarray, real: np.ndarray) -> np.ndarray:
         dot = (a * b).sum(axis=(1, 2, 3))
         norms = np.sqrt((a * a).sum(axis=(1, 2, 3)) * (b * b).sum(axis=(1, 2, 3)))
         cosine = np.where(norms > 0, dot / norms, np.nan)
-    # SSIM in float32: exact for the stored float16 values, computed on centred maps (see
+    # SSIM in float32 (the stored float16 values convert exactly), on centred maps (see
     # ssim._ssim_block), within 1e-6 of skimage's float64 result and 2-3x faster than float64
     ssim = feature_ssim(torch.from_numpy(syn.astype(np.float32)), torch.from_numpy(real.astype(np.float32)))
     return np.stack([mse, ssim.double().numpy(), cosine], axis=1)
