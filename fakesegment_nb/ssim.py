@@ -95,18 +95,24 @@ def _ssim_block(a, b, rng, my, mx):
     float32 would suffer on maps far from 0. SSIM needs ``vx + vy`` and ``vxy``, never ``vx``
     or ``vy`` alone: four filtered quantities (``a, b, a^2 + b^2, ab``) instead of skimage's five.
     """
-    c = ((a.mean(dim=(-2, -1)) + b.mean(dim=(-2, -1))) / 2)[:, None, None]
-    a, b = a - c, b - c
+    c = ((a + b).mean(dim=(-2, -1)) / 2)[:, None, None]
     c1 = ((K1 * rng) ** 2)[:, None, None]
     c2 = ((K2 * rng) ** 2)[:, None, None]
-    stack = torch.stack([a, b, a * a + b * b, a * b])
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        a, b = a - c, b - c
+        stack = torch.stack([a, b, a * a + b * b, a * b])
+    else:  # written straight into one buffer: no intermediate copies
+        stack = torch.empty((4, *a.shape), dtype=a.dtype, device=a.device)
+        a, b = torch.sub(a, c, out=stack[0]), torch.sub(b, c, out=stack[1])
+        torch.mul(a, a, out=stack[2]).addcmul_(b, b)
+        torch.mul(a, b, out=stack[3])
     # both passes as one large GEMM each, (rows, w) @ (w, w'): the y pass works on the
     # transposed stack; the result stays transposed (SSIM is pointwise), a view turns it back
     ux, uy, uss, uxy = torch.matmul(torch.matmul(stack, mx).transpose(-1, -2), my.T).transpose(-1, -2).unbind(0)
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or rng.requires_grad):
-        mx_, my_ = ux + c, uy + c
-        return (((2 * mx_ * my_ + c1) * (2 * (uxy - ux * uy) + c2))
-                / ((mx_ * mx_ + my_ * my_ + c1) * (uss - ux * ux - uy * uy + c2)))
+        mu_x, mu_y = ux + c, uy + c
+        return (((2 * mu_x * mu_y + c1) * (2 * (uxy - ux * uy) + c2))
+                / ((mu_x * mu_x + mu_y * mu_y + c1) * (uss - ux * ux - uy * uy + c2)))
     # the same arithmetic in place (no autograd): far fewer passes over memory
     uxy.sub_(ux * uy).mul_(2).add_(c2)         # 2 vxy + C2
     uss.sub_(ux * ux).sub_(uy * uy).add_(c2)   # vx + vy + C2
