@@ -245,12 +245,12 @@ class Explorer(W.VBox):
         if not np.isfinite(score).any():
             return Panel(f"{m} overlay", rgb, note=f"the '{m}' map does not apply to {v.domain(im)} images")
         thr = float(self.threshold.value)
-        lo, hi, log = score_range(score, thr)
         hit = np.nan_to_num(score, nan=-np.inf) > thr  # the maps' own mask rule: score > threshold
         if not hit.any():  # no colour on the image: a colour bar would span threshold..threshold
             return Panel(f"{m} score > {thr:.3g}: 0.0% of the image", rgb,
                          note=f"no location of this image scores above {thr:.3g} (its maximum is "
                               f"{float(np.nanmax(score)):.3g}); lower the threshold to see more")
+        lo, hi, log = score_range(score, thr)
         return Panel(f"{m} score > {thr:.3g}: {100 * hit.mean():.1f}% of the image",
                      overlay(rgb, score, hit, lo, hi, self.alpha.value, log=log),
                      ColorBar("magma", lo, hi, "unrealistic score", log))
