@@ -98,7 +98,8 @@ def _ssim_block(a, b, rng, my, mx):
     c = ((a + b).mean(dim=(-2, -1)) / 2)[:, None, None]
     c1 = ((K1 * rng) ** 2)[:, None, None]
     c2 = ((K2 * rng) ** 2)[:, None, None]
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+    grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or rng.requires_grad)
+    if grad:
         a, b = a - c, b - c
         stack = torch.stack([a, b, a * a + b * b, a * b])
     else:  # written straight into one buffer: no intermediate copies
@@ -109,7 +110,7 @@ def _ssim_block(a, b, rng, my, mx):
     # both passes as one large GEMM each, (rows, w) @ (w, w'): the y pass works on the
     # transposed stack; the result stays transposed (SSIM is pointwise), a view turns it back
     ux, uy, uss, uxy = torch.matmul(torch.matmul(stack, mx).transpose(-1, -2), my.T).transpose(-1, -2).unbind(0)
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad or rng.requires_grad):
+    if grad:
         mu_x, mu_y = ux + c, uy + c
         return (((2 * mu_x * mu_y + c1) * (2 * (uxy - ux * uy) + c2))
                 / ((mu_x * mu_x + mu_y * mu_y + c1) * (uss - ux * ux - uy * uy + c2)))
