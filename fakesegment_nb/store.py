@@ -1,9 +1,12 @@
 """The feature store: a zarr v3 group read through xarray (schema in DESIGN.md section 3).
 
 Writing is append-only and crash-safe. Feature rows for new images are written first, into
-space reserved past the end of the root; the root variables are appended last, and the length
-of the root is what counts as stored. An interrupted run leaves at most some rows past that
-length, which :meth:`StoreWriter.repair` trims before the next run goes on.
+space reserved past the end of the root; the root variables are appended next, and a commit
+ends by setting the root attribute ``images_committed``, one atomic write: only that many rows
+count as stored. (Appending a root variable grows it before its rows are written, so lengths
+alone cannot say what is stored.) An interrupted run leaves at most some rows past that count,
+which readers leave out and :meth:`StoreWriter.repair` trims before the next run goes on.
+Stores from before the attribute count the shortest root variable.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ _STR_VARS = ("image", "domain", "path", "pair", "sha256")
 ROOT_CHUNK = 4096
 CHUNK_BYTES = 512 * 1024
 IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
+COMMITTED = "images_committed"  # root attribute: rows that count as stored
 # zstd level 1: about half the CPU of level 3 for ~1% more bytes (benchmarks/bench_extract.py)
 COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=2)
 
@@ -95,9 +99,9 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     root = groups["/"]
     if "domain" not in root or "image" not in root.coords:
         raise FakesegmentError(f"{path} is a zarr group but not a feature store (no image table)")
-    n = root.sizes["image"]
+    n = min(root.sizes["image"], int(root.attrs.get(COMMITTED, root.sizes["image"])))
     for name, ds in list(groups.items()):
-        if name == "/" or "image" not in ds.dims or ds.sizes["image"] == n:
+        if "image" not in ds.dims or ds.sizes["image"] == n:
             continue
         if ds.sizes["image"] > n:  # rows of an uncommitted batch
             groups[name] = ds.isel(image=slice(0, n))
@@ -115,6 +119,7 @@ def _open_groups_mid_commit(path: str, opts: dict) -> dict[str, xr.Dataset]:
     """
     top = zarr.open_group(path, mode="r", storage_options=opts["storage_options"])
     n = min(top[v].shape[0] for v in ("image", *ROOT_VARS) if v in top)
+    n = min(n, int(top.attrs.get(COMMITTED, n)))
 
     def open_group(name: str, node: zarr.Group) -> xr.Dataset:
         names = [k for k, _ in node.arrays()]
@@ -285,7 +290,8 @@ class StoreWriter:
                                  dimension_names=("channel",))
             ch[:] = np.arange(c, dtype="int32")
         # last: a store whose attributes name its layers is complete (see exists)
-        g.attrs.update({**attrs, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        g.attrs.update({**attrs, COMMITTED: 0,
+                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
         self._group = self._attrs = None
 
     # -- state ------------------------------------------------------------------------------
@@ -296,7 +302,9 @@ class StoreWriter:
         return {n: self.group[f"layers/{n}/features"] for n in self.attrs["layers"]}
 
     def committed(self) -> int:
-        return min(a.shape[0] for a in self._root_arrays().values())
+        """Rows that count as stored (see the module docstring)."""
+        n = self.attrs.get(COMMITTED)
+        return int(n) if n is not None else min(a.shape[0] for a in self._root_arrays().values())
 
     def repair(self) -> int:
         """Trim what an interrupted run left past the committed length; return that length."""
@@ -334,11 +342,17 @@ class StoreWriter:
 
     def commit(self, rows: pd.DataFrame) -> None:
         """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored."""
+        n = self.committed() + len(rows)
         ds = xr.Dataset({k: ("image", _column(rows, k)) for k in ROOT_VARS},
                         coords={"image": _column(rows, "image")},
                         attrs=self.attrs)  # xarray rewrites the root attributes on append
         ds.to_zarr(self._target, append_dim="image", consolidated=False, zarr_format=3,
                    storage_options=self._remote_options())
+        # the commit itself: one rewrite of the root's zarr.json
+        self._attrs = {**self.attrs, COMMITTED: n}
+        zarr.open_group(self._target, mode="r+", zarr_format=3,
+                        storage_options=self._remote_options()).attrs.put(self._attrs)
+        self._group = None  # its cached attributes are stale
 
     def drop_stale_maps(self) -> list[str]:
         """Delete ``maps/<method>`` groups computed before images were added; return their names."""
