@@ -24,18 +24,23 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import ZstdCodec
 
 from .errors import FakesegmentError
 
 ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
 _STR_VARS = ("image", "domain", "path", "pair", "sha256")
 ROOT_CHUNK = 4096
-CHUNK_BYTES = 512 * 1024
+CHUNK_BYTES = 2 * 1024 * 1024
 IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
 COMMITTED = "images_committed"  # root attribute: rows that count as stored
-# zstd level 1: about half the CPU of level 3 for ~1% more bytes (benchmarks/bench_extract.py)
-COMPRESSOR = BloscCodec(cname="zstd", clevel=1, shuffle="shuffle", typesize=2)
+# Writing features takes CPU from the forward pass on the same cores, and zarr's cost is mostly
+# per chunk (a task, a thread hop, a file): so one chunk per (image, layer) up to CHUNK_BYTES
+# (every ssd300 layer, resnet50's at 224 px), zstd level 1 (blosc's zstd+shuffle: ~1% fewer
+# bytes for ~1.8x the CPU), and keys c.<image>.0.0.0 in the layer's folder, which need no new
+# folder per image. Measured in benchmarks/bench_extract.py.
+COMPRESSOR = ZstdCodec(level=1)
+FLAT_KEYS = {"name": "default", "separator": "."}
 
 
 def _is_local(url: str) -> bool:
@@ -52,8 +57,11 @@ def _local_path(url: str) -> Path:
 
 
 def channel_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
-    """Channels per chunk: a power of two keeping one chunk of float16 under ``chunk_bytes``."""
+    """Channels per chunk: all of them if their float16 maps fit in ``chunk_bytes``, else the
+    largest power of two that does."""
     per_channel = max(1, height * width * 2)
+    if channels * per_channel <= chunk_bytes:
+        return channels
     c = 1
     while c * 2 <= channels and c * 2 * per_channel <= chunk_bytes:
         c *= 2
@@ -284,6 +292,7 @@ class StoreWriter:
         for name, (c, h, w) in shapes.items():
             lg = layers.require_group(name)
             lg.create_array("features", shape=(0, c, h, w), chunks=(1, channel_chunk(c, h, w), h, w),
+                            chunk_key_encoding=FLAT_KEYS,
                             dtype="float16", fill_value=np.nan, compressors=[COMPRESSOR],
                             dimension_names=("image", "channel", "y", "x"))
             ch = lg.create_array("channel", shape=(c,), chunks=(c,), dtype="int32",

@@ -12,7 +12,7 @@ import fakesegment_nb as fs
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
-from fakesegment_nb.store import StoreWriter
+from fakesegment_nb.store import StoreWriter, channel_chunk
 
 from conftest import FAST_LAYERS, FAST_MODEL, make_pair_dirs
 
@@ -24,7 +24,7 @@ def test_schema_is_the_contract(fast_store):
     for v in ("domain", "path", "pair", "height", "width", "sha256"):
         assert v in root and root[v].dims == ("image",)
     for a in ("model", "weights", "weights_trained", "input_size", "layers", "torch", "torchvision",
-              "fakesegment_nb", "created"):
+              "fakesegment_nb", "created", "images_committed"):
         assert a in tree.attrs
     assert tree.attrs["model"] == FAST_MODEL and tree.attrs["weights"] == "random:0"
     assert tree.attrs["weights_trained"] is False and "untrained" in tree.attrs["weights_warning"]
@@ -35,8 +35,15 @@ def test_schema_is_the_contract(fast_store):
     feats = tree["layers/layer1/features"]
     assert feats.dims == ("image", "channel", "y", "x") and feats.dtype == np.float16
     arr = zarr.open_group(str(fast_store), mode="r")["layers/layer1/features"]
-    assert arr.metadata.zarr_format == 3 and arr.chunks[0] == 1
+    assert arr.metadata.zarr_format == 3 and arr.chunks == (1, *arr.shape[1:])  # one chunk per image
     assert arr.nbytes_stored() < arr.nbytes  # compressed
+    assert tree.attrs["images_committed"] == 8
+
+
+def test_chunks_hold_whole_layers_up_to_a_cap():
+    assert channel_chunk(512, 38, 38) == 512 and channel_chunk(672, 20, 20) == 672  # ssd300, ssdlite
+    assert channel_chunk(256, 200, 200) == 16  # 2 MiB / (200*200*2 bytes) = 26 channels
+    assert channel_chunk(3, 2000, 2000) == 1
 
 
 def test_features_equal_torchvision_backbone_of_decoded_image(tmp_path, pair_dirs):
@@ -232,3 +239,4 @@ def test_commit_cut_after_every_root_array_grew(tmp_path, pair_dirs):
     assert (again.added, again.already_stored, again.notes) == (2, 6, [])
     table = fs.image_table(store)
     assert len(table) == 8 and (table["sha256"] != "").all() and table.index.is_unique
+
