@@ -36,7 +36,7 @@ IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
 COMMITTED = "images_committed"  # root attribute: rows that count as stored
 # Writing features takes CPU from the forward pass on the same cores, and zarr's cost is mostly
 # per chunk (a task, a thread hop, a file): so one chunk per (image, layer) up to CHUNK_BYTES
-# (every ssd300 layer, resnet50's at 224 px), zstd level 1 (blosc's zstd+shuffle: ~1% fewer
+# (every ssd300 layer, resnet50's at 224 px), zstd level 1 (blosc's zstd+shuffle: ~1% more
 # bytes for ~1.8x the CPU), and keys c.<image>.0.0.0 in the layer's folder, which need no new
 # folder per image. Measured in benchmarks/bench_extract.py.
 COMPRESSOR = ZstdCodec(level=1)
