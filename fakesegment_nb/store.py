@@ -38,7 +38,7 @@ COMMITTED = "images_committed"  # root attribute: rows that count as stored
 # per chunk (a task, a thread hop, a file): so one chunk per (image, layer) up to CHUNK_BYTES
 # (every ssd300 layer, resnet50's at 224 px), zstd level 1 (blosc's zstd+shuffle: ~1% more
 # bytes for ~1.8x the CPU), and keys c.<image>.0.0.0 in the layer's folder, which need no new
-# folder per image. Measured in benchmarks/bench_extract.py.
+# folder per image (compared in one-off runs; the end-to-end effect is in benchmarks/bench_extract.py).
 COMPRESSOR = ZstdCodec(level=1)
 FLAT_KEYS = {"name": "default", "separator": "."}
 
