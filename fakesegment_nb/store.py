@@ -107,7 +107,7 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     root = groups["/"]
     if "domain" not in root or "image" not in root.coords:
         raise FakesegmentError(f"{path} is a zarr group but not a feature store (no image table)")
-    n = min(root.sizes["image"], int(root.attrs.get(COMMITTED, root.sizes["image"])))
+    n = _committed_rows(root.attrs, root.sizes["image"])
     for name, ds in list(groups.items()):
         if "image" not in ds.dims or ds.sizes["image"] == n:
             continue
@@ -123,11 +123,10 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
 def _open_groups_mid_commit(path: str, opts: dict) -> dict[str, xr.Dataset]:
     """Open a store whose root arrays differ in length (a commit cut short, or in progress).
 
-    Each variable is opened on its own and cut to the shortest root array: the committed rows.
+    Each variable is opened on its own and cut to the committed rows.
     """
     top = zarr.open_group(path, mode="r", storage_options=opts["storage_options"])
-    n = min(top[v].shape[0] for v in ("image", *ROOT_VARS) if v in top)
-    n = min(n, int(top.attrs.get(COMMITTED, n)))
+    n = _committed_rows(top.attrs, min(top[v].shape[0] for v in ("image", *ROOT_VARS) if v in top))
 
     def open_group(name: str, node: zarr.Group) -> xr.Dataset:
         names = [k for k, _ in node.arrays()]
@@ -145,6 +144,11 @@ def _open_groups_mid_commit(path: str, opts: dict) -> dict[str, xr.Dataset]:
             groups["/" + gname] = open_group(gname, g)
             stack.extend((f"{gname}/{k}", sub) for k, sub in g.groups())
     return groups
+
+
+def _committed_rows(attrs, rows: int) -> int:
+    """What counts as stored, given the root's attributes and the rows its arrays all have."""
+    return min(rows, int(attrs.get(COMMITTED, rows)))
 
 
 def _as_tree(store) -> xr.DataTree:
