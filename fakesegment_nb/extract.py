@@ -65,7 +65,8 @@ def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.Data
 def run_backbone(backbone: Backbone, images: Sequence[np.ndarray], keep_float32: bool = False):
     """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``.
 
-    With ``keep_float32`` also return the float32 features (to check what float16 lost).
+    With ``keep_float32`` also return the first image's float32 features (to check what float16
+    lost; copying the whole batch to float32 costs more than the check needs).
     """
     with torch.inference_mode():
         feats = backbone.features(backbone.preprocess(images))
@@ -74,7 +75,7 @@ def run_backbone(backbone: Backbone, images: Sequence[np.ndarray], keep_float32:
         half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
                 for k, v in feats.items()}
         if keep_float32:
-            return half, {k: v.float().cpu().numpy() for k, v in feats.items()}
+            return half, {k: v[:1].float().cpu().numpy() for k, v in feats.items()}
         return half
 
 
@@ -273,7 +274,7 @@ def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, pr
                 feats = run_backbone(backbone, arrays)
             else:  # the first image tells whether float16 can hold these activations
                 feats, full = run_backbone(backbone, arrays, keep_float32=True)
-                for msg in float16_problems({k: v[:1] for k, v in feats.items()}, {k: v[:1] for k, v in full.items()}):
+                for msg in float16_problems({k: v[:1] for k, v in feats.items()}, full):
                     report(f"warning: {msg}")
                 checked, full = True, None
             fwd += time.perf_counter() - t
