@@ -66,6 +66,9 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, pair_dirs):
                                                 "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS), "--weights", wrong))
     assert "is not in torchvision's cache" in one_line_error(
         run("extract", "--real", real, "--synthetic", syn, "--store", store, "--weights", "coco"))
+    if not torch.cuda.is_available():
+        assert "no CUDA device is available here" in one_line_error(
+            run("extract", "--real", real, "--synthetic", syn, "--store", store, "--device", "cuda"))
     assert not store.exists() or not (store / "zarr.json").exists()
 
 

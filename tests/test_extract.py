@@ -267,3 +267,27 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
     again = extract(*pair_dirs, store, **kw)
     assert (again.added, again.already_stored) == (4, 4)
     assert xr.open_datatree(store, engine="zarr", consolidated=False)["layers/layer3/features"].shape[0] == 8
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI and the dev machine have none)")
+@pytest.mark.parametrize("model,layers", [("ssd300_vgg16", None), (FAST_MODEL, FAST_LAYERS)])
+def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pair_dirs, model, layers):
+    """--device cuda: same features as on the CPU (cuDNN may sum in TF32), same store identity."""
+    real, syn = pair_dirs
+    half = tmp_path / "half"
+    (half / "r").mkdir(parents=True), (half / "s").mkdir()
+    for n in ("coffee.png", "rocket.png"):
+        shutil.copy(real / n, half / "r"), shutil.copy(syn / n, half / "s")
+    gpu, cpu = tmp_path / "gpu.zarr", tmp_path / "cpu.zarr"
+    extract(half / "r", half / "s", gpu, model=model, layers=layers, weights="random:0", batch_size=2,
+            device="cuda", progress=False)
+    added = extract(real, syn, gpu, model=model, layers=layers, weights="random:0", batch_size=2, progress=False)
+    assert (added.added, added.already_stored) == (4, 4)
+    extract(real, syn, cpu, model=model, layers=layers, weights="random:0", batch_size=2, progress=False)
+    tg, tc = fs.open_store(gpu), fs.open_store(cpu)
+    ids = list(fs.image_table(tc).index)
+    assert sorted(fs.image_table(tg).index) == sorted(ids)
+    for name in fs.layer_names(tc):
+        want = fs.feature_layer(tc, name).sel(image=ids).values.astype(np.float32)
+        got = fs.feature_layer(tg, name).sel(image=ids).values.astype(np.float32)
+        np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
