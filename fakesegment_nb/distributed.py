@@ -2,7 +2,9 @@
 
 The driver checks the images, reserves rows for a wave of batches, each worker (which loads the
 model once) decodes, runs and writes its own rows, and the driver commits the wave's image
-table. Batches are the same as a single-process run's, so the store is the same.
+table. Layers whose chunks hold several images would have two workers rewriting one chunk at
+once: workers hand those back, and the driver writes them. Batches are the same as a
+single-process run's, so the store is the same.
 """
 
 from __future__ import annotations
@@ -38,13 +40,15 @@ def _image_size(path: str):
         return str(exc)
 
 
-def _extract_batch(url, storage_options, model, weights, layers, device, start, paths):
+def _extract_batch(url, storage_options, model, weights, layers, device, start, paths, shared=()):
+    """Write rows ``start:start+len(paths)`` of every layer but ``shared``; return the weights'
+    label and the ``shared`` layers' features (for the driver to write)."""
     from .extract import run_backbone
 
     backbone, info = _worker_backbone(model, weights, layers, device)
     feats = run_backbone(backbone, [load_rgb(p) for p in paths])
-    StoreWriter(url, storage_options).write_features(start, feats)
-    return info.label
+    StoreWriter(url, storage_options).write_features(start, {k: v for k, v in feats.items() if k not in shared})
+    return info.label, {k: feats[k] for k in shared}
 
 
 def worker_weights(spec: str, label: str) -> str:
@@ -81,6 +85,7 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
             probe = run_backbone(backbone, [np.zeros((*backbone.input_size, 3), np.uint8)])
             writer.create(attrs, {k: v.shape[1:] for k, v in probe.items()})
         wspec = worker_weights(weights_spec, info.label)
+        shared = writer.layers_sharing_chunks()
         batches = [list(range(i, min(i + batch_size, len(good)))) for i in range(0, len(good), batch_size)]
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
         per_wave = max(1, n_workers * wave_batches)
@@ -94,11 +99,14 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
                 for b in wave:
                     futs.append(client.submit(_extract_batch, writer.url, writer.storage_options, attrs["model"],
                                               wspec, attrs["layers"], device, offset,
-                                              [good[i].path for i in b], pure=False))
+                                              [good[i].path for i in b], shared, pure=False))
                     offset += len(b)
-                labels = client.gather(futs)
-                if any(lab != info.label for lab in labels):
-                    raise RuntimeError(f"a worker loaded weights {set(labels)}, the driver {info.label}")
+                done = client.gather(futs)
+                labels = {lab for lab, _ in done}
+                if labels != {info.label}:
+                    raise RuntimeError(f"a worker loaded weights {labels}, the driver {info.label}")
+                if shared:  # the wave's rows are contiguous, in batch order
+                    writer.write_features(start, {k: np.concatenate([f[k] for _, f in done]) for k in shared})
                 writer.commit(_rows([good[i] for i in idx], [good_sizes[i] for i in idx]))
                 result.added += len(idx)
                 bar.update(len(idx))

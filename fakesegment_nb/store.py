@@ -32,13 +32,17 @@ ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
 _STR_VARS = ("image", "domain", "path", "pair", "sha256")
 ROOT_CHUNK = 4096
 CHUNK_BYTES = 2 * 1024 * 1024
+MAX_IMAGES_PER_CHUNK = 16
 IDENTITY_ATTRS = ("model", "weights", "layers", "input_size")
 COMMITTED = "images_committed"  # root attribute: rows that count as stored
 # Writing features takes CPU from the forward pass on the same cores, and zarr's cost is mostly
-# per chunk (a task, a thread hop, a file): so one chunk per (image, layer) up to CHUNK_BYTES
-# (every ssd300 layer, resnet50's at 224 px), zstd level 1 (blosc's zstd+shuffle: ~1% more
-# bytes for ~1.8x the CPU), and keys c.<image>.0.0.0 in the layer's folder, which need no new
-# folder per image (compared in one-off runs; the end-to-end effect is in benchmarks/bench_extract.py).
+# per chunk (a task, thread hops, a new file: ~0.5 ms of kernel time each on our VMs): so chunks
+# of up to CHUNK_BYTES holding all channels of a layer (every ssd300 layer, resnet50's at 224 px)
+# and, for small layers, several images (4 of ssd300's 6 layers: 16 images a chunk; 2 for fc7),
+# zstd level 1 (blosc's zstd+shuffle: ~1% more bytes for ~1.8x the CPU), and keys c.<i>.0.0.0 in
+# the layer's folder, which need no new folder per chunk. Several images a chunk took the
+# in-process overhead of extraction from 5.6% to 3.4% (medians of 5 paired runs); the rest was
+# compared in one-off runs, the end-to-end effect is in benchmarks/bench_extract.py.
 COMPRESSOR = ZstdCodec(level=1)
 FLAT_KEYS = {"name": "default", "separator": "."}
 
@@ -66,6 +70,16 @@ def channel_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHU
     while c * 2 <= channels and c * 2 * per_channel <= chunk_bytes:
         c *= 2
     return min(c, channels)
+
+
+def image_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Images per chunk: the largest power of two up to MAX_IMAGES_PER_CHUNK whose float16 maps
+    fit in ``chunk_bytes`` (1 for layers that fill a chunk alone)."""
+    per_image = max(1, channels * height * width * 2)
+    k = 1
+    while k * 2 <= MAX_IMAGES_PER_CHUNK and k * 2 * per_image <= chunk_bytes:
+        k *= 2
+    return k
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,7 +309,7 @@ class StoreWriter:
         layers = g.require_group("layers")
         for name, (c, h, w) in shapes.items():
             lg = layers.require_group(name)
-            lg.create_array("features", shape=(0, c, h, w), chunks=(1, channel_chunk(c, h, w), h, w),
+            lg.create_array("features", shape=(0, c, h, w), chunks=(image_chunk(c, h, w), channel_chunk(c, h, w), h, w),
                             chunk_key_encoding=FLAT_KEYS,
                             dtype="float16", fill_value=np.nan, compressors=[COMPRESSOR],
                             dimension_names=("image", "channel", "y", "x"))
@@ -343,6 +357,10 @@ class StoreWriter:
         for a in self._feature_arrays().values():
             a.resize((start + n_new, *a.shape[1:]))
         return start
+
+    def layers_sharing_chunks(self) -> list[str]:
+        """Layers whose chunks hold several images: writers running at once must not split them."""
+        return [n for n, a in self._feature_arrays().items() if a.chunks[0] > 1]
 
     def write_features(self, start: int, features: dict[str, np.ndarray]) -> None:
         """Write float16 rows ``start:start+B`` of each layer through xarray."""

@@ -12,7 +12,7 @@ import fakesegment_nb as fs
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
-from fakesegment_nb.store import StoreWriter, channel_chunk
+from fakesegment_nb.store import StoreWriter, channel_chunk, image_chunk
 
 from conftest import FAST_LAYERS, FAST_MODEL, make_pair_dirs
 
@@ -35,7 +35,8 @@ def test_schema_is_the_contract(fast_store):
     feats = tree["layers/layer1/features"]
     assert feats.dims == ("image", "channel", "y", "x") and feats.dtype == np.float16
     arr = zarr.open_group(str(fast_store), mode="r")["layers/layer1/features"]
-    assert arr.metadata.zarr_format == 3 and arr.chunks == (1, *arr.shape[1:])  # one chunk per image
+    # layer1 (64x56x56, 392 KiB a map set) chunks 4 images; the fixture wrote them 3 at a time
+    assert arr.metadata.zarr_format == 3 and arr.chunks == (4, *arr.shape[1:])
     assert arr.nbytes_stored() < arr.nbytes  # compressed
     assert tree.attrs["images_committed"] == 8
 
@@ -44,6 +45,9 @@ def test_chunks_hold_whole_layers_up_to_a_cap():
     assert channel_chunk(512, 38, 38) == 512 and channel_chunk(672, 20, 20) == 672  # ssd300, ssdlite
     assert channel_chunk(256, 200, 200) == 16  # 2 MiB / (200*200*2 bytes) = 26 channels
     assert channel_chunk(3, 2000, 2000) == 1
+    # ssd300: conv4_3 fills a chunk alone, fc7 two images, conv8_2..conv11_2 the cap of 16
+    assert [image_chunk(*s) for s in ((512, 38, 38), (1024, 19, 19), (512, 10, 10), (256, 1, 1))] == [1, 2, 16, 16]
+    assert image_chunk(256, 200, 200) == 1
 
 
 def test_features_equal_torchvision_backbone_of_decoded_image(tmp_path, pair_dirs):
