@@ -71,7 +71,7 @@ def run_backbone(backbone: Backbone, images: Sequence[np.ndarray], keep_float32:
     with torch.inference_mode():
         feats = backbone.features(backbone.preprocess(images))
         # one pass to float16 and back to (B, C, h, w) row-major order: the backbone runs
-        # channels-last, and the store's chunks are (1, channels, h, w) slices of C order
+        # channels-last, and the store's chunks are (images, channels, h, w) blocks in C order
         half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
                 for k, v in feats.items()}
         if keep_float32:
