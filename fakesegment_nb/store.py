@@ -60,26 +60,27 @@ def _local_path(url: str) -> Path:
     return Path(_normalise(url))
 
 
+def _power_of_two_fitting(most: int, item_bytes: int, chunk_bytes: int) -> int:
+    """The largest power of two up to ``most`` whose items fit in ``chunk_bytes`` (at least 1)."""
+    n = 1
+    while n * 2 <= most and n * 2 * item_bytes <= chunk_bytes:
+        n *= 2
+    return n
+
+
 def channel_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Channels per chunk: all of them if their float16 maps fit in ``chunk_bytes``, else the
     largest power of two that does."""
     per_channel = max(1, height * width * 2)
     if channels * per_channel <= chunk_bytes:
         return channels
-    c = 1
-    while c * 2 <= channels and c * 2 * per_channel <= chunk_bytes:
-        c *= 2
-    return min(c, channels)
+    return _power_of_two_fitting(channels, per_channel, chunk_bytes)
 
 
 def image_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK_BYTES) -> int:
     """Images per chunk: the largest power of two up to MAX_IMAGES_PER_CHUNK whose float16 maps
     fit in ``chunk_bytes`` (1 for layers that fill a chunk alone)."""
-    per_image = max(1, channels * height * width * 2)
-    k = 1
-    while k * 2 <= MAX_IMAGES_PER_CHUNK and k * 2 * per_image <= chunk_bytes:
-        k *= 2
-    return k
+    return _power_of_two_fitting(MAX_IMAGES_PER_CHUNK, max(1, channels * height * width * 2), chunk_bytes)
 
 
 # --------------------------------------------------------------------------------------------
