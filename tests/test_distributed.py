@@ -35,12 +35,13 @@ def test_workers_leave_layers_with_shared_chunks_to_the_driver(tmp_path, pair_di
     store = tmp_path / "s.zarr"
     extract(*pair_dirs, store, model="ssd300_vgg16", weights="random:0", progress=False)
     writer = StoreWriter(store)
-    assert writer.layers_sharing_chunks() == ["fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
+    shared = writer.layers_sharing_chunks()
+    assert shared == ["fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"]
     start = writer.reserve(2)
     paths = [str(pair_dirs[0] / "coffee.png"), str(pair_dirs[1] / "coffee.png")]
-    label, handed_back = _extract_batch(str(store), None, "ssd300_vgg16", "random:0", writer.attrs["layers"], "cpu", start, paths,
-                                        writer.layers_sharing_chunks())
-    assert label == "random:0" and set(handed_back) == set(writer.layers_sharing_chunks())
+    label, handed_back = _extract_batch(str(store), None, "ssd300_vgg16", "random:0", writer.attrs["layers"],
+                                        "cpu", start, paths, shared)
+    assert label == "random:0" and set(handed_back) == set(shared)
     arrays = writer._feature_arrays()
     assert np.isfinite(arrays["conv4_3"][start:start + 2]).all()  # written by the worker
     for name, feats in handed_back.items():  # not written: still the fill value
