@@ -7,6 +7,17 @@ torchvision's own) and exposes the named feature maps of its backbone:
 * ``ssdlite320_mobilenet_v3_large``: its backbone's six feature maps.
 * ``torchvision:<classifier>`` with ``layers`` naming graph nodes, through
   :func:`torchvision.models.feature_extraction.create_feature_extractor`.
+* ``efficientnet_lite0``: timm's ``tf_efficientnet_lite0`` (ImageNet weights from an installed
+  package, :mod:`fakesegment_nb.lite0`), its stride 4, 8, 16 and 32 stage outputs as
+  :data:`LITE0_LAYERS` ``p2, p3, p4, p5`` (what SSD-style and EfficientDet-Lite heads read), on a
+  320 x 320 input: the stride-8 map is 40 x 40 cells, as SSD300's conv4_3 is 38 x 38.
+* ``timm:<model>``: any timm model's stages through timm's feature wrapper (what
+  ``features_only=True`` builds), layer names from its ``feature_info`` (e.g. ``layer1`` or
+  ``blocks.2``), preprocessing from timm's data config and ``create_transform``.
+
+Models are registered in :data:`BUILDERS` (by name) and :data:`PREFIXES` (families). A dense
+analysis never crops: classifier transforms are asked to resize the whole image to the input
+size, so maps cover the whole image and align with its masks.
 """
 
 from __future__ import annotations
@@ -15,9 +26,12 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .errors import FakesegmentError
+
+__all__ = ["Backbone", "build_backbone", "model_names", "DEFAULT_MODEL", "SSD_LAYERS", "LITE0_LAYERS"]
 
 DEFAULT_MODEL = "ssd300_vgg16"
 
@@ -25,6 +39,9 @@ SSD_LAYERS = {
     "ssd300_vgg16": ["conv4_3", "fc7", "conv8_2", "conv9_2", "conv10_2", "conv11_2"],
     "ssdlite320_mobilenet_v3_large": ["c4_expand", "c5", "extra1", "extra2", "extra3", "extra4"],
 }
+# efficientnet_lite0's layers: short name -> timm module (stride 4, 8, 16, 32; 24, 40, 112, 320 channels)
+LITE0_LAYERS = {"p2": "blocks.1", "p3": "blocks.2", "p4": "blocks.4", "p5": "blocks.6"}
+LITE0_INPUT = 320
 
 
 @dataclass
@@ -36,21 +53,29 @@ class Backbone:
     name : registry name, e.g. ``"ssd300_vgg16"`` or ``"torchvision:resnet50"``.
     layers : ordered layer names this backbone returns.
     input_size : ``(height, width)`` of the network input after preprocessing.
-    model : the whole torchvision model; its ``state_dict`` is what weights files hold.
+    model : the whole model (torchvision's or timm's, classifier head included); its
+        ``state_dict`` is what weights files hold.
+    preprocessing : the library transform that makes the input, as text (stored in the store).
     """
 
     name: str
     layers: list[str]
     input_size: tuple[int, int]
     model: torch.nn.Module
-    _preprocess: Callable[[list[torch.Tensor]], torch.Tensor] = field(repr=False)
+    _preprocess: Callable[[Sequence[np.ndarray], torch.device], torch.Tensor] = field(repr=False)
     _forward: Callable[[torch.Tensor], "OrderedDict[str, torch.Tensor]"] = field(repr=False)
+    _differentiable: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
+    preprocessing: str = ""
     device: torch.device = torch.device("cpu")
 
-    def preprocess(self, images: Sequence) -> torch.Tensor:
-        """uint8 RGB arrays ``(H, W, 3)`` -> the model's own normalised input batch."""
-        tensors = [torch.as_tensor(im).permute(2, 0, 1).to(self.device) for im in images]
-        return self._preprocess(tensors)
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """uint8 RGB arrays ``(H, W, 3)`` -> the model's own normalised input batch, on :attr:`device`."""
+        return self._preprocess(images, self.device)
+
+    def preprocess_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images ``(B, 3, H, W)`` in ``[0, 1]`` -> the input batch, differentiably
+        (resize and normalise in torch; for training against the features)."""
+        return self._differentiable(x)
 
     def features(self, batch: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
         """Input batch -> ``{layer: (B, C, h, w)}`` for :attr:`layers`, in order.
@@ -78,6 +103,10 @@ class Backbone:
         return self
 
 
+def _tensors(images: Sequence[np.ndarray], device) -> list[torch.Tensor]:
+    return [torch.as_tensor(im).permute(2, 0, 1).to(device) for im in images]
+
+
 def _pick_layers(available: Sequence[str], layers: Sequence[str] | None, model: str) -> list[str]:
     if not layers:
         return list(available)
@@ -97,14 +126,18 @@ def _build_ssd(name: str, layers: Sequence[str] | None) -> Backbone:
     chosen = _pick_layers(names, layers, name)
     size = tuple(model.transform.fixed_size or (model.transform.min_size[0],) * 2)
 
-    def preprocess(images):
-        return model.transform([im.float().div_(255) for im in images])[0].tensors
+    def differentiable(x):
+        return model.transform(list(x))[0].tensors
+
+    def preprocess(images, device):
+        return differentiable([t.float().div_(255) for t in _tensors(images, device)])
 
     def forward(x):
         out = model.backbone(x)
         return OrderedDict((n, out[str(i)]) for i, n in enumerate(names) if n in chosen)
 
-    return Backbone(name, chosen, size, model, preprocess, forward)
+    return Backbone(name, chosen, size, model, preprocess, forward, differentiable,
+                    preprocessing=f"torchvision {name}.transform: {' '.join(str(model.transform).split())}")
 
 
 def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
@@ -126,24 +159,110 @@ def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
     extractor = create_feature_extractor(model, return_nodes={l: l for l in chosen}).eval()
     size = (transform.crop_size[0],) * 2
 
-    def preprocess(images):
-        return torch.stack([transform(im) for im in images])
+    def differentiable(x):
+        return torch.stack([transform(im) for im in x])
 
-    return Backbone(name, chosen, size, model, preprocess, extractor)
+    def preprocess(images, device):
+        return differentiable(_tensors(images, device))
+
+    return Backbone(name, chosen, size, model, preprocess, extractor, differentiable,
+                    preprocessing=f"torchvision {arch} weights transforms(): {' '.join(str(transform).split())}")
+
+
+def _timm_model(arch: str, name: str) -> torch.nn.Module:
+    import timm
+
+    if arch not in timm.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(arch, timm.list_models(), n=5, cutoff=0.6)
+        raise FakesegmentError(f"timm has no model {arch!r}" + (f"; close matches: {', '.join(close)}" if close
+                               else "; list them with timm.list_models()"))
+    return timm.create_model(arch, pretrained=False).eval()
+
+
+def _timm_backbone(name: str, model: torch.nn.Module, modules: dict[str, str],
+                   input_size: int | None = None) -> Backbone:
+    """A backbone over timm ``model``'s stage outputs ``{layer name: feature_info module}``.
+
+    timm's feature wrapper shares the classifier's modules, so the classifier's state dict (what
+    weights files hold) is what the features run with. Preprocessing: timm's data config and
+    ``create_transform`` on PIL images, resizing the whole image (``crop_pct=1``, ``squash``)."""
+    import timm.data
+    import torch.nn.functional as F
+    from PIL import Image
+    from timm.models import FeatureListNet
+
+    info = model.feature_info
+    index = {f["module"]: i for i, f in enumerate(info)}
+    # stage modules inside a Sequential ("blocks.2") need it flattened to be reached
+    wrapper = FeatureListNet(model, out_indices=tuple(index[m] for m in modules.values()),
+                             flatten_sequential=any("." in m for m in modules.values()))
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = input_size or cfg["input_size"][-1]
+    cfg.update(input_size=(3, size, size), crop_pct=1.0, crop_mode="squash")
+    transform = timm.data.create_transform(**cfg)
+    mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+
+    def preprocess(images, device):
+        return torch.stack([transform(Image.fromarray(np.asarray(im))) for im in images]).to(device)
+
+    def differentiable(x):
+        x = F.interpolate(x, size=(size, size), mode=cfg["interpolation"] if cfg["interpolation"] in
+                          ("bilinear", "bicubic") else "bilinear", align_corners=False, antialias=True)
+        return (x - mean.to(x.device)) / std.to(x.device)
+
+    def forward(x):
+        return OrderedDict(zip(modules, wrapper(x)))
+
+    text = " ".join(str(transform).split())
+    return Backbone(name, list(modules), (size, size), model, preprocess, forward, differentiable,
+                    preprocessing=f"timm {model.pretrained_cfg.get('architecture', name)} data config "
+                                  f"{ {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')} }"
+                                  f" -> create_transform: {text}")
+
+
+def _build_timm(name: str, layers: Sequence[str] | None) -> Backbone:
+    arch = name.split(":", 1)[1]
+    model = _timm_model(arch, name)
+    available = [f["module"] for f in model.feature_info]
+    chosen = _pick_layers(available, layers, name)
+    return _timm_backbone(name, model, {m: m for m in chosen})
+
+
+def _build_efficientnet_lite0(name: str, layers: Sequence[str] | None) -> Backbone:
+    from .lite0 import TIMM_ARCH
+
+    chosen = _pick_layers(list(LITE0_LAYERS), layers, name)
+    return _timm_backbone(name, _timm_model(TIMM_ARCH, name), {l: LITE0_LAYERS[l] for l in chosen},
+                          input_size=LITE0_INPUT)
+
+
+BUILDERS: dict[str, Callable[[str, Sequence[str] | None], Backbone]] = {
+    "ssd300_vgg16": _build_ssd,
+    "ssdlite320_mobilenet_v3_large": _build_ssd,
+    "efficientnet_lite0": _build_efficientnet_lite0,
+}
+PREFIXES: dict[str, Callable[[str, Sequence[str] | None], Backbone]] = {
+    "torchvision:": _build_torchvision,
+    "timm:": _build_timm,
+}
 
 
 def model_names() -> list[str]:
-    return [*SSD_LAYERS, "torchvision:<classifier>"]
+    return [*BUILDERS, *(f"{p}<model>" for p in PREFIXES)]
 
 
 def build_backbone(name: str = DEFAULT_MODEL, layers: Sequence[str] | None = None) -> Backbone:
-    """Build a registered backbone with torchvision's default (random) initialisation.
+    """Build a registered backbone with its library's default (random) initialisation.
 
     Seed torch first for reproducible random weights; load trained weights with
     :func:`fakesegment_nb.weights.load_backbone`.
     """
-    if name in SSD_LAYERS:
-        return _build_ssd(name, layers)
-    if name.startswith("torchvision:"):
-        return _build_torchvision(name, layers)
+    if name in BUILDERS:
+        return BUILDERS[name](name, layers)
+    for prefix, build in PREFIXES.items():
+        if name.startswith(prefix):
+            return build(name, layers)
     raise FakesegmentError(f"unknown model {name!r}; choose one of {', '.join(model_names())}")

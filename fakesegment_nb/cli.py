@@ -43,7 +43,7 @@ def _report(args) -> int:
 def _probe(args) -> int:
     from .probe import make_probe
 
-    res = make_probe(args.out, n=args.n, seed=args.seed, kinds=args.kinds)
+    res = make_probe(args.out, n=args.n, seed=args.seed, kinds=args.kinds, severity=args.severity)
     print(f"{res.out}: {res.n} real/synthetic pairs with {res.regions} unrealistic regions "
           f"(seed {res.seed}; kinds {', '.join(res.kinds)}); real/, synthetic/, masks/, probe.json")
     return 0
@@ -85,9 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--store", required=True, help="store path or fsspec URL (zarr v3)")
     e.add_argument("--pairs", help="CSV with columns synthetic,real (default: pair by file stem)")
     e.add_argument("--model", default="ssd300_vgg16",
-                   help="ssd300_vgg16 (default), ssdlite320_mobilenet_v3_large or torchvision:<classifier>")
+                   help="ssd300_vgg16 (default), ssdlite320_mobilenet_v3_large, efficientnet_lite0 (ImageNet-"
+                        "trained, works offline), torchvision:<classifier> or timm:<model>")
     e.add_argument("--layers", help="comma-separated layer names (required for torchvision:<classifier>)")
-    e.add_argument("--weights", default="auto", help="auto | coco | random[:SEED] | FILE (default auto)")
+    e.add_argument("--weights", default="auto",
+                   help="auto | coco | imagenet | random[:SEED] | FILE (default auto: cached or packaged "
+                        "pretrained weights, else random; never downloads)")
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     e.add_argument("--scheduler", help="dask.distributed scheduler address to shard extraction over")
@@ -106,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--kinds", default="all",
                     help="artifact kinds: all (default), tuning, heldout or comma-separated names")
+    pr.add_argument("--severity", type=float, default=1.0,
+                    help="synthetic = real + SEVERITY x (render - real): 0 real, 1 the render (default)")
     pr.set_defaults(func=_probe)
 
     mp = sub.add_parser("maps", help="unrealistic-detail maps and masks into the store (maps/<method>)")

@@ -57,7 +57,7 @@ def worker_weights(spec: str, label: str) -> str:
         return label
     if label.startswith("file:"):
         return spec
-    return "coco"
+    return label.split(":", 1)[0]  # "coco" or "imagenet": the model's pretrained weights
 
 
 def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, weights_spec, info,

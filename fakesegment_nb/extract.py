@@ -47,12 +47,13 @@ class ExtractResult:
 
 
 def store_attrs(backbone: Backbone, info: WeightsInfo) -> dict:
+    import timm
     import torchvision
 
     return {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
             "weights_warning": info.warning, "input_size": list(backbone.input_size),
-            "layers": list(backbone.layers), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "fakesegment_nb": __version__}
+            "layers": list(backbone.layers), "preprocessing": backbone.preprocessing, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "fakesegment_nb": __version__}
 
 
 def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.DataFrame:

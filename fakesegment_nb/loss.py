@@ -21,17 +21,9 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .backbones import SSD_LAYERS, Backbone
+from .backbones import Backbone
 from .errors import FakesegmentError
 from .ssim import WIN_SIZE, feature_ssim
-
-
-def _preprocess_fn(backbone: Backbone):
-    if backbone.name in SSD_LAYERS:
-        transform = backbone.model.transform
-        return lambda x: transform(list(x))[0].tensors
-    # torchvision classifiers: the weights' own transforms accept float tensors in [0, 1]
-    return lambda x: backbone._preprocess(list(x))
 
 
 class FeatureRealismLoss(torch.nn.Module):
@@ -86,7 +78,6 @@ class FeatureRealismLoss(torch.nn.Module):
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._preprocess = _preprocess_fn(backbone)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -99,7 +90,7 @@ class FeatureRealismLoss(torch.nn.Module):
         if not (isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3
                 and images.is_floating_point()):
             raise FakesegmentError("images must be a float tensor (batch, 3, height, width) in [0, 1]")
-        feats = self.backbone.features(self._preprocess(images))
+        feats = self.backbone.features(self.backbone.preprocess_float(images))
         return {l: feats[l] for l in self.layers}
 
     # -- paired -----------------------------------------------------------------------------

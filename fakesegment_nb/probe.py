@@ -345,7 +345,7 @@ def check_kinds(kinds: Sequence[str] | str | None) -> tuple[str, ...]:
 
 
 def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str] | str | None = None,
-               size: int = 320, regions: tuple[int, int] = (1, 3)) -> ProbeResult:
+               size: int = 320, regions: tuple[int, int] = (1, 3), severity: float = 1.0) -> ProbeResult:
     """Write a probe set of ``n`` real / synthetic pairs with ground-truth masks.
 
     Parameters
@@ -358,6 +358,10 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
         "heldout"); see :data:`KINDS`.
     size : side of the square images in pixels.
     regions : (min, max) number of unrealistic regions per synthetic image.
+    severity : how far each synthetic image departs from its real twin: it is written as
+        ``real + severity * (render - real)`` (clipped to [0, 1]), so 0 writes the real image, 1
+        (default) the render, and values above 1 exaggerate it. The scenes, regions and masks do
+        not depend on it: probes that differ only in ``severity`` form a severity ladder.
 
     Returns
     -------
@@ -368,6 +372,8 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
         raise FakesegmentError("--n must be at least 1")
     if size < 64:
         raise FakesegmentError("probe images must be at least 64 pixels wide")
+    if not np.isfinite(severity) or severity < 0:
+        raise FakesegmentError(f"severity must be a number >= 0, got {severity}")
     out = Path(out)
     for sub in ("real", "synthetic", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -375,7 +381,7 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
     names = list(sources)
     order = np.random.default_rng([seed, 7]).permutation(len(names))
     cache: dict[str, np.ndarray] = {}
-    meta = {"seed": seed, "n": n, "size": size, "kinds": list(kinds), "images": []}
+    meta = {"seed": seed, "n": n, "size": size, "kinds": list(kinds), "severity": float(severity), "images": []}
     total = 0
     for i in range(n):
         rng = np.random.default_rng([seed, i])
@@ -407,6 +413,8 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
                          "area": int(am.sum())})
         stem = f"scene_{i:03d}"
         _to_png(real, out / "real" / f"{stem}.png")
+        if severity != 1.0:
+            syn = np.clip(real + np.float32(severity) * (syn - real), 0, 1)
         _to_png(syn, out / "synthetic" / f"{stem}.png")
         _to_png(taken.astype(np.uint8) * 255, out / "masks" / f"{stem}.png")
         meta["images"].append({"stem": stem, "source": name, "crop_yx_side": crop, "render": look,

