@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--kinds", default="all",
                     help="artifact kinds: all (default), tuning, heldout or comma-separated names")
     pr.add_argument("--severity", type=float, default=1.0,
-                    help="synthetic = real + SEVERITY x (render - real): 0 real, 1 the render (default)")
+                    help="synthetic = real + SEVERITY x (render - real), SEVERITY in [0, 1]: 0 real, 1 the render (default)")
     pr.set_defaults(func=_probe)
 
     mp = sub.add_parser("maps", help="unrealistic-detail maps and masks into the store (maps/<method>)")

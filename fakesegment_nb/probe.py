@@ -358,10 +358,11 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
         "heldout"); see :data:`KINDS`.
     size : side of the square images in pixels.
     regions : (min, max) number of unrealistic regions per synthetic image.
-    severity : how far each synthetic image departs from its real twin: it is written as
-        ``real + severity * (render - real)`` (clipped to [0, 1]), so 0 writes the real image, 1
-        (default) the render, and values above 1 exaggerate it. The scenes, regions and masks do
-        not depend on it: probes that differ only in ``severity`` form a severity ladder.
+    severity : how far each synthetic image departs from its real twin, in [0, 1]: it is written
+        as ``real + severity * (render - real)``, so 0 writes the real image and 1 (default) the
+        render. (Beyond 1 the extrapolation would put the real image's grain back, inverted.)
+        The scenes, regions and masks do not depend on it: probes that differ only in
+        ``severity`` form a severity ladder.
 
     Returns
     -------
@@ -372,8 +373,8 @@ def make_probe(out: str | Path, n: int = 24, seed: int = 0, kinds: Sequence[str]
         raise FakesegmentError("--n must be at least 1")
     if size < 64:
         raise FakesegmentError("probe images must be at least 64 pixels wide")
-    if not np.isfinite(severity) or severity < 0:
-        raise FakesegmentError(f"severity must be a number >= 0, got {severity}")
+    if not 0 <= severity <= 1:
+        raise FakesegmentError(f"severity must be in [0, 1], got {severity}")
     out = Path(out)
     for sub in ("real", "synthetic", "masks"):
         (out / sub).mkdir(parents=True, exist_ok=True)

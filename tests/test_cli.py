@@ -64,12 +64,30 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, pair_dirs):
     torch.save(torchvision.models.mobilenet_v3_small().state_dict(), wrong)
     assert "missing keys" in one_line_error(run("extract", "--real", real, "--synthetic", syn, "--store", store,
                                                 "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS), "--weights", wrong))
-    assert "is not in torchvision's cache" in one_line_error(
+    assert "ssd300_vgg16_coco-b556d3b4.pth is not cached" in one_line_error(
         run("extract", "--real", real, "--synthetic", syn, "--store", store, "--weights", "coco"))
+    assert "close matches: resnet18" in one_line_error(
+        run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", "timm:resnet181"))
+    assert "has no layer conv4_3; its layers are p2, p3, p4, p5" in one_line_error(
+        run("extract", "--real", real, "--synthetic", syn, "--store", store, "--model", "efficientnet_lite0",
+            "--layers", "conv4_3"))
     if not torch.cuda.is_available():
         assert "no CUDA device is available here" in one_line_error(
             run("extract", "--real", real, "--synthetic", syn, "--store", store, "--device", "cuda"))
     assert not store.exists() or not (store / "zarr.json").exists()
+
+
+def test_a_trained_lite0_store_is_not_extended_with_ssd(tmp_path, pair_dirs):
+    store = tmp_path / "lite0.zarr"
+    p = run("extract", "--real", pair_dirs[0], "--synthetic", pair_dirs[1], "--store", store,
+            "--model", "efficientnet_lite0", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert "weights imagenet:efficientnet-lite0-57934424" in p.stdout and "warning" not in p.stderr
+    msg = one_line_error(run("extract", "--real", pair_dirs[0], "--synthetic", pair_dirs[1], "--store", store,
+                             "--weights", "random:0"))
+    assert "was made with another network: model 'efficientnet_lite0' (this run: 'ssd300_vgg16')" in msg
+    tree = fs.open_store(store)
+    assert tree.sizes["image"] == 8 and tree.attrs["weights_trained"] is True
 
 
 def test_cli_extract_prints_summary_and_warns_untrained(tmp_path, pair_dirs):
