@@ -1,4 +1,11 @@
-"""Baseline for bench_extract: decode with PIL and run torchvision's SSD backbone, nothing else."""
+"""Baseline for bench_extract: decode with PIL and run the bare library network, nothing else.
+
+    _bare_forward.py FOLDER BATCH [ssd300_vgg16|efficientnet_lite0] [cpu|cuda]
+
+ssd300_vgg16: torchvision's SSD backbone on ``model.transform``; efficientnet_lite0: timm's
+``tf_efficientnet_lite0`` with ``features_only`` (stride 4-32 stages) on timm's own transform at
+320 px. Seeded random weights: the same arithmetic as trained ones.
+"""
 
 import sys
 import time
@@ -7,18 +14,42 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.models.detection import ssd300_vgg16
 
 folder, batch = Path(sys.argv[1]), int(sys.argv[2])
+model_name = sys.argv[3] if len(sys.argv) > 3 else "ssd300_vgg16"
+device = torch.device(sys.argv[4] if len(sys.argv) > 4 else "cpu")
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
 files = sorted(p for p in folder.rglob("*.png"))
 torch.manual_seed(0)
-model = ssd300_vgg16(weights=None, weights_backbone=None).eval()
 fwd = 0.0
-with torch.inference_mode():
-    for i in range(0, len(files), batch):
-        imgs = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1).float() / 255
-                for f in files[i:i + batch]]
-        t = time.perf_counter()
-        out = model.backbone(model.transform(imgs)[0].tensors)
-        fwd += time.perf_counter() - t
+if model_name == "ssd300_vgg16":
+    from torchvision.models.detection import ssd300_vgg16
+
+    model = ssd300_vgg16(weights=None, weights_backbone=None).eval().to(device)
+    with torch.inference_mode():
+        for i in range(0, len(files), batch):
+            imgs = [torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1).to(device).float() / 255
+                    for f in files[i:i + batch]]
+            t = time.perf_counter()
+            out = [v.cpu() for v in model.backbone(model.transform(imgs)[0].tensors).values()]
+            fwd += time.perf_counter() - t
+else:
+    import timm
+    import timm.data
+
+    model = timm.create_model("tf_efficientnet_lite0", features_only=True, out_indices=(1, 2, 3, 4)).eval().to(device)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    cfg.update(input_size=(3, 320, 320), crop_pct=1.0, crop_mode="squash")
+    transform = timm.data.create_transform(**cfg)
+    with torch.inference_mode():
+        for i in range(0, len(files), batch):
+            x = torch.stack([transform(Image.open(f).convert("RGB")) for f in files[i:i + batch]]).to(device)
+            t = time.perf_counter()
+            out = [v.cpu() for v in model(x)]  # features back on the CPU, as extraction needs them
+            fwd += time.perf_counter() - t
 print(f"forward_s={fwd:.3f}")

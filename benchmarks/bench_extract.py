@@ -1,7 +1,12 @@
-"""Issue 2 figures: extraction speed against a bare torchvision forward pass, store size, single
-map read latency, and peak memory at 32 vs 128 images.
+"""Extraction figures: speed against a bare library process doing the same forward passes, store
+size, single map read latency, and peak memory at 32 vs 128 images.
 
-Run: .venv/bin/python benchmarks/bench_extract.py [--repeats 3]
+Run: .venv/bin/python benchmarks/bench_extract.py [--model ssd300_vgg16|efficientnet_lite0] [--repeats 3]
+     [--device cpu|cuda]
+
+ssd300_vgg16 runs with seeded random weights (random:0) against torchvision's SSD backbone;
+efficientnet_lite0 with its packaged ImageNet weights (auto) against timm's features_only model
+(same arithmetic; the bare process does not load weights).
 """
 
 from __future__ import annotations
@@ -58,34 +63,49 @@ def timed_child(cmd: list[str]) -> tuple[float, int, str]:
     return wall, usage.ru_maxrss // 1024, out
 
 
+WEIGHTS = {"ssd300_vgg16": "random:0", "efficientnet_lite0": "auto"}
+MODEL = "ssd300_vgg16"
+DEVICE = "cpu"
+
+
 def extract_cmd(real, syn, store, batch=8):
     return [PY, "-m", "fakesegment_nb.cli", "extract", "--real", str(real), "--synthetic", str(syn),
-            "--store", str(store), "--weights", "random:0", "--batch-size", str(batch), "--quiet"]
+            "--store", str(store), "--model", MODEL, "--weights", WEIGHTS[MODEL], "--batch-size", str(batch),
+            "--device", DEVICE, "--quiet"]
 
 
 def main():
+    global MODEL, DEVICE
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3, help="repeats of the CLI comparison")
     ap.add_argument("--inproc-repeats", type=int, default=6, help="repeats of the in-process comparison")
+    ap.add_argument("--model", default=MODEL, choices=sorted(WEIGHTS))
+    ap.add_argument("--n", type=int, default=32, help="images of the speed comparisons (default 32)")
+    ap.add_argument("--device", default=DEVICE, help="cpu or cuda (both processes run there)")
     args = ap.parse_args()
+    MODEL, DEVICE = args.model, args.device
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
-        real, syn = make_images(work / "img32", 32)
-        both = work / "img32"
+        n = args.n
+        real, syn = make_images(work / "imgs", n)
+        both = work / "imgs"
 
         # 1. end to end: CLI process vs bare torchvision process, alternated
         cli, bare, bare_fwd = [], [], []
         for r in range(args.repeats):
             store = work / f"s{r}.zarr"
             cli.append(timed_child(extract_cmd(real, syn, store))[0])
-            wall, _, out = timed_child([PY, str(HERE / "_bare_forward.py"), str(both), "8"])
+            wall, _, out = timed_child([PY, str(HERE / "_bare_forward.py"), str(both), "8", MODEL, DEVICE])
             bare.append(wall)
             bare_fwd.append(float(out.split("forward_s=")[1]))
-        print(f"extract CLI, 32 images 320x320, ssd300_vgg16: median {statistics.median(cli):.2f} s "
+        lib = "torchvision" if MODEL == "ssd300_vgg16" else "timm"
+        print(f"extract CLI, {n} images 320x320, {MODEL} ({WEIGHTS[MODEL]}, {DEVICE}): median "
+              f"{statistics.median(cli):.2f} s = {n / statistics.median(cli):.1f} images/s whole process "
               f"(runs {', '.join(f'{x:.2f}' for x in cli)})")
-        print(f"bare torchvision process (import, build, decode, forward): median {statistics.median(bare):.2f} s; "
-              f"its forward passes alone: median {statistics.median(bare_fwd):.2f} s")
-        print(f"RATIO extract CLI / bare torchvision process = {statistics.median(cli) / statistics.median(bare):.3f} "
+        print(f"bare {lib} process (import, build, decode, forward): median {statistics.median(bare):.2f} s; "
+              f"its forward passes alone: median {statistics.median(bare_fwd):.2f} s = "
+              f"{n / statistics.median(bare_fwd):.1f} images/s")
+        print(f"RATIO extract CLI / bare {lib} process = {statistics.median(cli) / statistics.median(bare):.3f} "
               "(goal <= 1.15)")
 
         # 2. in-process overhead of decode + store around the same forward passes
@@ -98,7 +118,7 @@ def main():
         from fakesegment_nb.extract import ExtractResult, store_attrs
         from fakesegment_nb.weights import load_backbone
 
-        backbone, info = load_backbone("ssd300_vgg16", "random:0")
+        backbone, info = load_backbone(MODEL, WEIGHTS[MODEL], device=DEVICE)
         manifest, _ = build_manifest(real, syn)
         arrays = [load_rgb(e.path) for e in manifest]
 
@@ -162,6 +182,7 @@ def main():
 
         # 5. peak memory does not grow with the number of images
         real128, syn128 = make_images(work / "img128", 128)
+        real, syn = make_images(work / "img32", 32) if n != 32 else (real, syn)
         _, rss32, _ = timed_child(extract_cmd(real, syn, work / "m32.zarr"))
         _, rss128, _ = timed_child(extract_cmd(real128, syn128, work / "m128.zarr"))
         print(f"peak RSS of extract: 32 images {rss32} MiB, 128 images {rss128} MiB -> "

@@ -274,8 +274,10 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CI and the dev machine have none)")
-@pytest.mark.parametrize("model,layers", [("ssd300_vgg16", None), (FAST_MODEL, FAST_LAYERS)])
-def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pair_dirs, model, layers):
+@pytest.mark.parametrize("model,layers,weights", [("ssd300_vgg16", None, "random:0"),
+                                                  (FAST_MODEL, FAST_LAYERS, "random:0"),
+                                                  ("efficientnet_lite0", None, "auto")])
+def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pair_dirs, model, layers, weights):
     """--device cuda: same features as on the CPU (cuDNN may sum in TF32), same store identity."""
     real, syn = pair_dirs
     half = tmp_path / "half"
@@ -283,11 +285,11 @@ def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pai
     for n in ("coffee.png", "rocket.png"):
         shutil.copy(real / n, half / "r"), shutil.copy(syn / n, half / "s")
     gpu, cpu = tmp_path / "gpu.zarr", tmp_path / "cpu.zarr"
-    extract(half / "r", half / "s", gpu, model=model, layers=layers, weights="random:0", batch_size=2,
+    extract(half / "r", half / "s", gpu, model=model, layers=layers, weights=weights, batch_size=2,
             device="cuda", progress=False)
-    added = extract(real, syn, gpu, model=model, layers=layers, weights="random:0", batch_size=2, progress=False)
+    added = extract(real, syn, gpu, model=model, layers=layers, weights=weights, batch_size=2, progress=False)
     assert (added.added, added.already_stored) == (4, 4)
-    extract(real, syn, cpu, model=model, layers=layers, weights="random:0", batch_size=2, progress=False)
+    extract(real, syn, cpu, model=model, layers=layers, weights=weights, batch_size=2, progress=False)
     tg, tc = fs.open_store(gpu), fs.open_store(cpu)
     ids = list(fs.image_table(tc).index)
     assert sorted(fs.image_table(tg).index) == sorted(ids)
