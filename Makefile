@@ -19,14 +19,21 @@ $(STAMP): pyproject.toml constraints.txt
 test: setup browser
 	$(PY) -m pytest -q tests
 
+# The report's figures come from efficientnet_lite0 (ImageNet weights shipped in a package: no
+# network); its cross-architecture section shows the seed paper's SSD300-VGG16 beside it, with
+# random weights unless COCO weights are in torchvision's cache.
 demo: setup
 	$(FS) probe --out $(DEMO)/probe --n 12 --seed 0
 	$(FS) extract --real $(DEMO)/probe/real --synthetic $(DEMO)/probe/synthetic \
-		--store $(DEMO)/store.zarr --weights auto
+		--store $(DEMO)/store.zarr --model efficientnet_lite0 --weights auto
+	$(FS) extract --real $(DEMO)/probe/real --synthetic $(DEMO)/probe/synthetic \
+		--store $(DEMO)/store_ssd300.zarr --model ssd300_vgg16 --weights auto
 	$(FS) stats --store $(DEMO)/store.zarr --out $(DEMO)/stats
+	$(FS) stats --store $(DEMO)/store_ssd300.zarr --out $(DEMO)/stats_ssd300
 	$(FS) maps --store $(DEMO)/store.zarr --method all
 	$(FS) evaluate --store $(DEMO)/store.zarr --masks $(DEMO)/probe/masks --json $(DEMO)/evaluate.json
-	$(FS) report --store $(DEMO)/store.zarr --out $(DEMO)/report.html
+	$(FS) report --store $(DEMO)/store.zarr --out $(DEMO)/report.html \
+		-p compare $(abspath $(DEMO))/store_ssd300.zarr
 	@echo "demo: open $(DEMO)/report.html, or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
 
 bench: setup

@@ -46,3 +46,24 @@ def test_workers_leave_layers_with_shared_chunks_to_the_driver(tmp_path, pair_di
     assert np.isfinite(arrays["conv4_3"][start:start + 2]).all()  # written by the worker
     for name, feats in handed_back.items():  # not written: still the fill value
         assert feats.shape[0] == 2 and np.isnan(arrays[name][start:start + 2]).all()
+
+
+def test_localcluster_extracts_trained_lite0_as_one_process(tmp_path, pair_dirs):
+    """The workers load the packaged ImageNet weights themselves (--weights auto resolves to
+    imagenet on the driver) and write what a single process writes."""
+    distributed = pytest.importorskip("distributed")
+    from fakesegment_nb.distributed import worker_weights
+
+    assert worker_weights("auto", "imagenet:efficientnet-lite0-57934424") == "imagenet"
+    one = tmp_path / "one.zarr"
+    extract(*pair_dirs, one, model="efficientnet_lite0", weights="auto", batch_size=3, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        dist = tmp_path / "dist.zarr"
+        res = extract(*pair_dirs, dist, model="efficientnet_lite0", weights="auto", batch_size=3,
+                      scheduler=cluster.scheduler_address, progress=False)
+    assert res.added == 8 and res.weights == "imagenet:efficientnet-lite0-57934424"
+    a, b = fs.open_store(one), fs.open_store(dist)
+    assert b.attrs["weights_trained"] is True and fs.image_table(a).equals(fs.image_table(b))
+    for layer in fs.layer_names(a):
+        np.testing.assert_array_equal(fs.feature_layer(a, layer).values, fs.feature_layer(b, layer).values)
