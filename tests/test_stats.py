@@ -13,7 +13,7 @@ import fakesegment_nb as fs
 from fakesegment_nb.cli import main
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.metrics import cohens_d, fid, kid
-from fakesegment_nb.stats import (CHANNEL_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
+from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
                                   compute_stats)
 from fakesegment_nb.store import StoreWriter
 
@@ -225,7 +225,13 @@ def test_cli_writes_contract_csvs_and_caches_in_store(tmp_path):
     # cached in the store's stats/ group, the root attributes untouched
     assert json.loads((store / "zarr.json").read_text())["attributes"] == attrs_before
     tree = fs.open_store(store)
-    assert set(tree["stats"].children) == {"layers", "channels", "pairs"}
+    assert set(tree["stats"].children) == {"layers", "channels", "pairs", "images", "gap"}
+    images = pd.read_csv(out / "images.csv")
+    assert list(images.columns) == IMAGE_COLUMNS
+    assert len(images) == 4 * (len(LAYERS) + 1) and set(images["layer"]) == {*LAYERS, "fused"}
+    assert (images.groupby("layer")["rank"].apply(sorted) == [[1, 2, 3, 4]] * (len(LAYERS) + 1)).all()
+    pd.testing.assert_frame_equal(images, cached_stats(tree).images, check_dtype=False)
+    pd.testing.assert_frame_equal(fs.image_scores(tree), cached_stats(tree).images)
     cached = cached_stats(tree)
     pd.testing.assert_frame_equal(cached.layers, layers, check_dtype=False)
     pd.testing.assert_frame_equal(cached.pairs, pairs, check_dtype=False)
