@@ -274,12 +274,12 @@ def _aurocs(labels: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return mannwhitneyu(pos, neg, axis=0, method="asymptotic").statistic / (len(pos) * len(neg))
 
 
-def _null_orders(rng, n_real: int, pair_of: np.ndarray | None, count: int) -> list:
+def _null_orders(rng, n_real: int, n_syn: int, pair_of: np.ndarray | None, count: int) -> list:
     """Row orders for the permutation null: images reassigned at random to the observed
     (label, fold) slots -- among all images, or, when ``pair_of`` pairs synthetic images with
     real ones, a pair's two images swapped with probability 1/2 and the unpaired ones shuffled
     among themselves (under the null only those are exchangeable)."""
-    n = n_real + (len(pair_of) if pair_of is not None else 0)
+    n = n_real + n_syn
     orders = []
     for _ in range(count):
         if pair_of is None:
@@ -371,7 +371,7 @@ def c2st(real, synthetic, *, pair_of=None, folds: int = FOLDS, permutations: int
         auroc = float(roc_auc_score(labels, dec))
         obs = _aurocs(labels, dec[:, None])[0]  # the same number by the replicates' route
         rng = np.random.default_rng(seed)
-        orders = _null_orders(rng, len(x), pair_of, permutations)
+        orders = _null_orders(rng, len(x), len(y), pair_of, permutations)
         chunk = 10 if stop_after else max(1, permutations)
         null = np.empty(0)
         for start in range(0, permutations, chunk):  # in chunks, to stop early
