@@ -54,6 +54,7 @@ def test_frechet_matches_a_40_digit_reference(n, c):
 @pytest.mark.parametrize("n,c", [(12, 512), (40, 64), (300, 32), (60, 1024)])
 def test_frechet_is_the_contract_fid(n, c):
     x, y = correlated(n, c, 0), correlated(n + 3, c, 1) + 0.05
+    assert gap._frechet_replicate(x, y) == pytest.approx(frechet(x, y), rel=1e-7)
     # metrics.fid takes the eigenvalues of the non-symmetric product: with n < C its
     # near-zero eigenvalues add noise of order 1e-8 relative (frechet's SVD route does not)
     assert frechet(x, y) == pytest.approx(fid(x, y), rel=1e-7 if n < c else 1e-10)
@@ -146,7 +147,9 @@ def test_joint_block_fit_equals_separate_sklearn_fits():
         zo = np.hstack([z[o], ones])
         for train, test in splits:
             m = LogisticRegression(C=0.1, fit_intercept=False, tol=1e-10, max_iter=10_000).fit(zo[train], labels[train])
-            np.testing.assert_allclose(joint[test, j], zo[test] @ m.coef_[0], atol=1e-4)
+            exact = zo[test] @ m.coef_[0]
+            # to the solver's tolerance (1e-4 on the gradient): decisions of order 1 agree to ~1e-4
+            np.testing.assert_allclose(joint[test, j], exact, atol=2e-3 * np.abs(exact).max())
     # replicate AUROCs (Mann-Whitney U) are sklearn's AUROC
     for j in range(3):
         assert gap._aurocs(labels, joint[:, [j]])[0] == pytest.approx(roc_auc_score(labels, joint[:, j]), abs=1e-12)
