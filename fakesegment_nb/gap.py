@@ -241,9 +241,10 @@ def _folds(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int)
     return list(cv.split(np.zeros(len(labels)), labels, groups))
 
 
-def _fit_decisions(zs: list, labels: np.ndarray, splits: list, c_reg: float) -> np.ndarray:
-    """Out-of-fold decisions, ``(n, len(zs))``: for each vector set in ``zs`` (the same images
-    in different orders), one L2 logistic regression per fold of ``splits``.
+def _fit_decisions(z: np.ndarray, orders: list, labels: np.ndarray, splits: list, c_reg: float) -> np.ndarray:
+    """Out-of-fold decisions, ``(n, len(orders))``: for each row order of ``z`` (the images
+    reassigned to the slots; never materialised whole), one L2 logistic regression per fold of
+    ``splits``.
 
     The fits are independent problems, and the sum of their objectives separates over their
     weights, so scikit-learn solves a batch of them as ONE logistic regression on a sparse
@@ -256,13 +257,13 @@ def _fit_decisions(zs: list, labels: np.ndarray, splits: list, c_reg: float) -> 
     import scipy.sparse as sp
     from sklearn.linear_model import LogisticRegression
 
-    n, r1 = len(labels), zs[0].shape[1] + 1
-    tasks = [(j, train, test) for j in range(len(zs)) for train, test in splits]
+    n, r1 = len(labels), z.shape[1] + 1
+    tasks = [(j, train, test) for j in range(len(orders)) for train, test in splits]
     per_batch = max(1, BLOCK_NNZ // max(1, r1 * max(len(t[1]) for t in tasks)))
-    out = np.empty((n, len(zs)))
+    out = np.empty((n, len(orders)))
     for start in range(0, len(tasks), per_batch):
         batch = tasks[start:start + per_batch]
-        blocks = [np.hstack([zs[j][train], np.ones((len(train), 1))]) for j, train, _ in batch]
+        blocks = [np.hstack([z[orders[j][train]], np.ones((len(train), 1))]) for j, train, _ in batch]
         rows = sum(len(b) for b in blocks)
         if len(blocks) == 1:  # one fit (large stores): a dense design is cheaper than a sparse one
             design = blocks[0]
@@ -276,7 +277,7 @@ def _fit_decisions(zs: list, labels: np.ndarray, splits: list, c_reg: float) -> 
                                    tol=TOL / len(batch)).fit(design, target)
         w = model.coef_.reshape(len(batch), r1)
         for i, (j, _, test) in enumerate(batch):
-            out[test, j] = zs[j][test] @ w[i, :-1] + w[i, -1]
+            out[test, j] = z[orders[j][test]] @ w[i, :-1] + w[i, -1]
     return out
 
 
@@ -384,7 +385,7 @@ def c2st(real, synthetic, *, pair_of=None, folds: int = FOLDS, permutations: int
         warnings.simplefilter("ignore")  # lbfgs convergence chatter on separable folds
         z = _standardised_basis(z[:, varying])
         splits = _folds(labels, groups, folds, seed)
-        dec = _fit_decisions([z], labels, splits, c_reg)[:, 0]
+        dec = _fit_decisions(z, [np.arange(len(z))], labels, splits, c_reg)[:, 0]
         auroc = float(roc_auc_score(labels, dec))
         obs = _aurocs(labels, dec[:, None])[0]  # the same number by the replicates' route
         rng = np.random.default_rng(seed)
@@ -392,8 +393,7 @@ def c2st(real, synthetic, *, pair_of=None, folds: int = FOLDS, permutations: int
         chunk = 10 if stop_after else max(1, permutations)
         null = np.empty(0)
         for start in range(0, permutations, chunk):  # in chunks, to stop early
-            zs = [z[o] for o in orders[start:start + chunk]]
-            null = np.r_[null, _aurocs(labels, _fit_decisions(zs, labels, splits, c_reg))]
+            null = np.r_[null, _aurocs(labels, _fit_decisions(z, orders[start:start + chunk], labels, splits, c_reg))]
             hits = np.flatnonzero(null >= obs - 1e-12)
             if stop_after and len(hits) >= stop_after:
                 null = null[:hits[stop_after - 1] + 1]

@@ -141,7 +141,7 @@ def test_joint_block_fit_equals_separate_sklearn_fits():
     z[labels == 1, :3] += 0.8
     splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(z, labels))
     orders = [np.arange(40), rng.permutation(40), rng.permutation(40)]
-    joint = gap._fit_decisions([z[o] for o in orders], labels, splits, 0.1)
+    joint = gap._fit_decisions(z, orders, labels, splits, 0.1)
     for j, o in enumerate(orders):
         ones = np.ones((40, 1))
         zo = np.hstack([z[o], ones])
