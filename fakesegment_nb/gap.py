@@ -391,9 +391,11 @@ def c2st(real, synthetic, *, pair_of=None, folds: int = FOLDS, permutations: int
         rng = np.random.default_rng(seed)
         orders = _null_orders(rng, len(x), len(y), pair_of, permutations)
         chunk = 10 if stop_after else max(1, permutations)
-        null = np.empty(0)
-        for start in range(0, permutations, chunk):  # in chunks, to stop early
-            null = np.r_[null, _aurocs(labels, _fit_decisions(z, orders[start:start + chunk], labels, splits, c_reg))]
+        null, start = np.empty(0), 0
+        while start < permutations:  # in growing chunks (10, 20, 40, ...), to stop early
+            part = orders[start:start + chunk]
+            null = np.r_[null, _aurocs(labels, _fit_decisions(z, part, labels, splits, c_reg))]
+            start, chunk = start + len(part), 2 * chunk
             hits = np.flatnonzero(null >= obs - 1e-12)
             if stop_after and len(hits) >= stop_after:
                 null = null[:hits[stop_after - 1] + 1]
