@@ -14,7 +14,8 @@ from .store import feature_layer, feature_map, image_table, layer_names, open_st
 from .evaluate import evaluate  # noqa: E402
 
 _LAZY = {
-    "stats": ["layer_table", "channel_table", "pair_table", "domain_stats", "write_stats", "compare_stores"],
+    "stats": ["layer_table", "channel_table", "pair_table", "domain_stats", "write_stats", "compare_stores",
+              "image_scores", "gap_profile"],
     "probe": ["make_probe"],
     "maps": ["compute_maps", "paired_maps", "reference_maps", "read_maps", "write_maps"],
     "segments": ["find_regions", "attribute", "region_mask"],

@@ -25,7 +25,7 @@ def _stats(args) -> int:
     from .stats import write_stats
 
     tables = write_stats(args.store, args.out, recompute=args.recompute)
-    files = "layers.csv, channels.csv" + (", pairs.csv" if not tables.pairs.empty else "")
+    files = "layers.csv, channels.csv, images.csv" + (", pairs.csv" if not tables.pairs.empty else "")
     print(f"{args.out}: {files} ({len(tables.layers)} layers, {len(tables.pairs)} pair rows); "
           f"cached in {args.store}/stats")
     return 0

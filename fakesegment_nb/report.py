@@ -184,13 +184,16 @@ class ReportContext:
     top_k : images in the gallery.
     title : report title.
     parameters : everything the notebook was given, for the header.
+    compare : other stores (list or comma-separated paths) whose gap profiles are drawn beside
+        this one's (cross-architecture); one that cannot be read gets a note, not a failure.
     """
 
     def __init__(self, store, layers=None, method=None, top_k: int = 8, title: str = "fakesegment report",
-                 parameters: dict | None = None):
+                 parameters: dict | None = None, compare=None):
         from .widgets import StoreView
 
         self.store, self.method, self.title = str(store), method, str(title)
+        self.compare = layer_list(compare) or []
         self.top_k = max(1, int(top_k))
         self.parameters = dict(parameters or {})
         self.created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -251,6 +254,86 @@ class ReportContext:
 
         return self._no_store() if self.view is None else DomainDashboard(self.view)
 
+    def gap_profile(self):
+        """This store's gap profile and the ``compare`` stores' on the same axes (via
+        :func:`fakesegment_nb.stats.compare_stores`), each labelled "model (weights, trained or
+        not)"; a compare store that cannot be read is named in a note below the figure."""
+        from IPython.display import HTML
+
+        from .widgets._render import figure_html
+        from .widgets._view import note_html
+        from .widgets.plots import gap_profile_figure
+        from .widgets.stats_bridge import stats_available
+
+        if self.view is None:
+            return self._no_store()
+        why = stats_available(self.view)
+        if why:
+            return HTML(note_html(f"gap profile unavailable: {why}"))
+        from .stats import compare_stores
+
+        notes, stores, labels = [], [self.view.source], [_store_label(self.view.attrs)]
+        for other in self.compare:
+            try:
+                from .widgets import StoreView
+
+                v = StoreView(other)
+                if stats_available(v):
+                    raise FakesegmentError(stats_available(v))
+            except Exception as exc:  # noqa: BLE001 -- any unreadable store: a note, not a failure
+                notes.append(f"compare store {other} not shown: {exc}")
+                continue
+            stores.append(v.source)
+            labels.append(_store_label(v.attrs))
+        labels = [f"{l} #{labels[:i + 1].count(l)}" if labels.count(l) > 1 else l for i, l in enumerate(labels)]
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                table = compare_stores(stores, labels=labels)
+            except FakesegmentError as exc:
+                return HTML(note_html(f"gap profile unavailable: {exc}"))
+        notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        keep = set(self.view.layers)
+        profiles = {}
+        for i, lab in enumerate(labels):
+            df = table[lab].dropna(subset=["layer"])
+            profiles[lab] = df[df["layer"].isin(keep)] if i == 0 else df
+        cols = ["layer", "c2st_auroc", "c2st_lo", "c2st_hi", "c2st_p", "fid_ratio", "fid", "fid_lo", "fid_hi",
+                "fid_floor"]
+        tables = "".join(f"<p><b>{html.escape(lab)}</b></p>" + df[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}")
+                         for lab, df in profiles.items())
+        return HTML(figure_html(gap_profile_figure(profiles), "gap profile")
+                    + "".join(note_html(n) for n in notes) + tables)
+
+    def least_realistic(self, layer: str = "fused"):
+        """The ``top_k`` synthetic images with the highest realism score (``images.csv``,
+        ``layer`` = fused by default), as thumbnails with their score and rank."""
+        from IPython.display import HTML
+
+        from .widgets._render import Panel, figure_html, note_rgb, panels_figure
+        from .widgets._view import note_html
+
+        if self.view is None:
+            return self._no_store()
+        tables, why = self.view.stats()
+        if tables is None:
+            return HTML(note_html(f"realism scores unavailable: {why}"))
+        t = tables.images[tables.images["layer"] == layer].dropna(subset=["score"]).head(self.top_k)
+        if t.empty:
+            return HTML(note_html(f"no finite realism score for layer {layer} (see the gap profile's notes)"))
+        panels = []
+        for r in t.itertuples():
+            rgb = self.view.rgb(r.image)
+            panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}",
+                                note_rgb(self.view.input_size) if rgb is None else rgb))
+        fig = panels_figure(panels, ncols=min(4, len(panels)), size=3.0,
+                            suptitle=f"Least realistic synthetic images ({layer} score: distance to the real "
+                                     "images' distribution, 1 = a typical real image)")
+        return HTML(figure_html(fig, "least realistic images")
+                    + t.to_html(index=False, float_format=lambda x: f"{x:.3g}"))
+
     def gallery(self):
         from .widgets import Gallery
 
@@ -272,6 +355,11 @@ class ReportContext:
         if self.view.methods() and image is not None:
             ex.select_top_region()
         return ex
+
+
+def _store_label(attrs: dict) -> str:
+    trained = "trained" if attrs.get("weights_trained") else "untrained"
+    return f"{attrs.get('model', '?')} ({attrs.get('weights', '?')}, {trained})"
 
 
 def layer_list(layers):

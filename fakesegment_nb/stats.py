@@ -8,6 +8,15 @@ Three tables (DESIGN.md section 5; the CSV names and columns are a contract):
 * ``channels.csv`` -- one row per (layer, channel): per-domain mean and std (ddof=1) of the
   per-image channel means, the fraction of positive activations, Cohen's d.
 * ``pairs.csv`` -- one row per (paired synthetic image, layer): ``mse``, ``ssim``, ``cosine``.
+* ``images.csv`` -- one row per (synthetic image, layer), plus a ``fused`` layer: ``score``
+  (higher = less realistic) and ``rank`` (1 = least realistic) from
+  :func:`fakesegment_nb.gap.realism_scores`.
+
+``layers.csv`` also carries the gap on one scale (:mod:`fakesegment_nb.gap`): ``fid_lo,
+fid_hi`` (bootstrap interval), ``fid_floor`` and ``fid_ratio``, ``c2st_auroc`` and ``c2st_p``;
+the ``gap`` table (cached, not a CSV) adds the AUROC interval, its chance level and a ``note``
+saying why a value is NaN. All of it comes from the per-image vectors the pass over the store
+computes anyway.
 
 Everything is a dask reduction over the chunked store, a layer at a time, in blocks of a few
 MiB: memory grows with the number of images only through the ``(images, channels)`` table of
@@ -30,25 +39,41 @@ import xarray as xr
 
 from . import __version__
 from .errors import FakesegmentError
+from .gap import EXTRA_FIELDS, GAP_FIELDS, layer_gap, realism_scores
 from .metrics import cohens_d, fid, frechet_from_moments, kid
 from .store import _as_tree, _strings, feature_layer, image_table, layer_names
 
 LAYER_COLUMNS = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", "channels", "height",
-                 "width", "n_nonfinite"]
+                 "width", "n_nonfinite", *GAP_FIELDS]
 CHANNEL_COLUMNS = ["layer", "channel", "mean_real", "std_real", "mean_synthetic", "std_synthetic",
                    "active_real", "active_synthetic", "effect_size"]
 PAIR_COLUMNS = ["image", "pair", "layer", "mse", "ssim", "cosine"]
-TABLES = ("layers", "channels", "pairs")
+IMAGE_COLUMNS = ["image", "layer", "score", "rank"]
+GAP_COLUMNS = ["layer", *EXTRA_FIELDS]
+COMPARE_EXTRA = ["c2st_lo", "c2st_hi", "c2st_chance"]
+FUSED = "fused"  # the layer name of images.csv's rows that fuse every layer's score
+TABLES = ("layers", "channels", "pairs", "images", "gap")
+COLUMNS = {"layers": LAYER_COLUMNS, "channels": CHANNEL_COLUMNS, "pairs": PAIR_COLUMNS, "images": IMAGE_COLUMNS,
+           "gap": GAP_COLUMNS}
+_STRING_COLUMNS = ("layer", "image", "pair", "note")
 BLOCK_BYTES = 8 * 2**20  # float64 bytes of one block of images handed to a task
 
 
 @dataclass
 class StatsTables:
-    """The three tables of a store (``pairs`` is empty when the store has no pairs)."""
+    """The tables of a store (``pairs`` is empty when the store has no pairs; ``images`` and
+    ``gap`` are empty when not computed)."""
 
     layers: pd.DataFrame
     channels: pd.DataFrame
     pairs: pd.DataFrame
+    images: pd.DataFrame = None
+    gap: pd.DataFrame = None
+
+    def __post_init__(self):
+        for name in ("images", "gap"):
+            if getattr(self, name) is None:
+                setattr(self, name, _table([], COLUMNS[name]))
 
     def __getitem__(self, name: str) -> pd.DataFrame:
         return getattr(self, name)
@@ -165,7 +190,7 @@ def _layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray,
     k = _block_size(c, h, w)
     idx_r, idx_s = np.flatnonzero(domains == "real"), np.flatnonzero(domains == "synthetic")
     todo = {}
-    if want & {"layers", "channels"}:
+    if want & {"layers", "channels", "images", "gap"}:
         todo["real"] = _domain_parts(feats, idx_r, k)
         todo["synthetic"] = _domain_parts(feats, idx_s, k)
     if "pairs" in want and len(pairs[0]):
@@ -183,11 +208,24 @@ def _layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray,
         warnings.warn(f"layer {layer}: {nonfinite} images hold NaN or inf features (float16 overflow?); "
                       "their fid, kid and patch_fd are NaN", RuntimeWarning, stacklevel=3)
     nan = float("nan")
-    out["layer_row"] = {"layer": layer, "fid": nan if nonfinite else fid(vr, vs),
+    fid_value = nan if nonfinite else fid(vr, vs)
+    out["layer_row"] = {"layer": layer, "fid": fid_value,
                         "kid": nan if nonfinite else kid(vr, vs),
                         "patch_fd": nan if nonfinite else _patch_fd(vr, r["scatter"], vs, s["scatter"], h * w),
                         "n_real": len(vr), "n_synthetic": len(vs), "channels": c, "height": h,
                         "width": w, "n_nonfinite": nonfinite}
+    # pairs as rows of vr / vs: the gap's folds, bootstrap and scores keep twins together
+    pair_of = np.full(len(idx_s), -1)
+    pos_r = {g: i for i, g in enumerate(idx_r)}
+    pos_s = {g: i for i, g in enumerate(idx_s)}
+    for i_syn, i_real in zip(*pairs):
+        pair_of[pos_s[i_syn]] = pos_r[i_real]
+    if want & {"layers", "gap"}:
+        gap = layer_gap(vr, vs, fid_value, pair_of=pair_of, scores=False)  # NaN + note if degenerate
+        out["layer_row"].update(gap.columns)
+        out["gap_row"] = {"layer": layer, **gap.extra}
+    if "images" in want:
+        out["scores"], _ = realism_scores(vr, vs, pair_of=pair_of)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         out["channel_rows"] = pd.DataFrame({
@@ -232,8 +270,9 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
     Parameters
     ----------
     store : store path / URL or the DataTree of :func:`~fakesegment_nb.open_store`.
-    tables : which of ``"layers"``, ``"channels"``, ``"pairs"`` to compute; the others come
-        back empty (layers and channels share one pass over the store).
+    tables : which of ``"layers"``, ``"channels"``, ``"pairs"``, ``"images"``, ``"gap"`` to
+        compute; the others come back empty (all but pairs share one pass over the store;
+        ``gap`` comes with ``layers``).
     layers : layer names (default: all, in network order).
 
     Raises
@@ -249,31 +288,61 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
     images = image_table(tree)
     domains = images["domain"].to_numpy(dtype=str)
     counts = {d: int((domains == d).sum()) for d in ("real", "synthetic")}
-    if want & {"layers", "channels"} and min(counts.values()) == 0:
+    if want & {"layers", "channels", "images", "gap"} and min(counts.values()) == 0:
         empty = [d for d, n in counts.items() if n == 0]
         raise FakesegmentError(f"the store has no {' and no '.join(empty)} images "
                                f"({counts['real']} real, {counts['synthetic']} synthetic); "
                                "domain statistics compare real with synthetic")
     pairs = _pairs_of(images)
     layers = layer_names(tree) if layers is None else list(layers)
-    layer_rows, channel_rows, pair_rows = [], [], []
+    if "gap" in want:
+        want.add("layers")
+    layer_rows, channel_rows, pair_rows, gap_rows, scores = [], [], [], [], {}
     for layer in layers:
         res = _layer_stats(tree, layer, domains, (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
         if "layer_row" in res:
             layer_rows.append(res["layer_row"])
             channel_rows.append(res["channel_rows"])
+        if "gap_row" in res:
+            gap_rows.append(res["gap_row"])
+        if "scores" in res:
+            scores[layer] = res["scores"]
         if "pairs" in res:
             pair_rows.append(pd.DataFrame({"image": pairs["image"].to_numpy(), "pair": pairs["pair"].to_numpy(),
                                            "layer": layer, "mse": res["pairs"][:, 0],
                                            "ssim": res["pairs"][:, 1], "cosine": res["pairs"][:, 2]}))
-    return StatsTables(_table(layer_rows, LAYER_COLUMNS, records=True),
-                       _table(channel_rows, CHANNEL_COLUMNS),
-                       _sort_pairs(_table(pair_rows, PAIR_COLUMNS), pairs, layers))
+    keep = lambda name, df: df if name in want else _table([], COLUMNS[name])  # noqa: E731
+    return StatsTables(keep("layers", _table(layer_rows, LAYER_COLUMNS, records=True)),
+                       keep("channels", _table(channel_rows, CHANNEL_COLUMNS)),
+                       _sort_pairs(_table(pair_rows, PAIR_COLUMNS), pairs, layers),
+                       _image_rows(images.index[domains == "synthetic"], scores),
+                       keep("gap", _table(gap_rows, GAP_COLUMNS, records=True)))
+
+
+def _image_rows(synthetic_ids, scores: dict) -> pd.DataFrame:
+    """``images.csv``: per layer (network order, then ``fused``), the synthetic images by
+    score, least realistic first. ``fused`` = the mean over layers of an image's finite
+    per-layer scores (every layer's score is in units of a typical real image's distance, so
+    they share a scale); ``rank`` is NaN where the score is."""
+    if not scores:
+        return _table([], IMAGE_COLUMNS)
+    ids = np.asarray(synthetic_ids, dtype=object)
+    if len(scores) > 1 or FUSED not in scores:
+        stacked = np.vstack(list(scores.values()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an image with no finite score: NaN
+            scores = {**scores, FUSED: np.nanmean(stacked, axis=0)}
+    parts = []
+    for layer, sc in scores.items():
+        df = pd.DataFrame({"image": ids, "layer": layer, "score": np.asarray(sc, dtype=float)})
+        df["rank"] = df["score"].rank(method="first", ascending=False).astype("Int64")
+        parts.append(df.sort_values("rank", na_position="last", kind="stable"))
+    return pd.concat(parts, ignore_index=True)[IMAGE_COLUMNS]
 
 
 def _table(parts, columns, records=False) -> pd.DataFrame:
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("layer", "image", "pair") else float)
+        return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else "Int64" if c == "rank" else float)
                              for c in columns})
     df = pd.DataFrame.from_records(parts) if records else pd.concat(parts, ignore_index=True)
     return df[columns].reset_index(drop=True)
@@ -299,19 +368,23 @@ def cached_stats(store) -> StatsTables | None:
         return None
     fp = fingerprint(tree)
     out = {}
-    for name, columns in zip(TABLES, (LAYER_COLUMNS, CHANNEL_COLUMNS, PAIR_COLUMNS)):
+    for name, columns in COLUMNS.items():
         node = tree["stats"].children.get(name)
         if node is None:
             if name == "pairs" and tree["stats/layers"].attrs.get("has_pairs") is False:
                 out[name] = _table([], columns)
                 continue
-            return None
+            return None  # absent, or written before this table existed
         if node.attrs.get("fingerprint") != fp:
             return None
         df = node.to_dataset(inherit=False).load().to_dataframe().reset_index(drop=True)
-        for col in ("layer", "image", "pair"):
+        if not set(columns) <= set(df.columns):
+            return None  # written by a version with fewer columns
+        for col in _STRING_COLUMNS:
             if col in df:
                 df[col] = _strings(df[col].to_numpy())
+        if "rank" in df:
+            df["rank"] = df["rank"].round().astype("Int64")
         out[name] = df[columns]
     return StatsTables(**out)
 
@@ -323,7 +396,9 @@ def _write_cache(url: str, tables: StatsTables, fp: str) -> None:
         df = tables[name]
         if df.empty:
             continue
-        ds = xr.Dataset({c: ("row", df[c].to_numpy(dtype=object if df[c].dtype == object else None))
+        ds = xr.Dataset({c: ("row", df[c].to_numpy(dtype=object) if df[c].dtype == object
+                              else df[c].to_numpy(dtype=float, na_value=np.nan) if c == "rank"
+                              else df[c].to_numpy())
                          for c in df.columns},
                         attrs={"fingerprint": fp, "has_pairs": not tables.pairs.empty})
         ds.to_zarr(url, group=f"stats/{name}", mode="w", consolidated=False, zarr_format=3)
@@ -350,7 +425,8 @@ def domain_stats(store, cache: bool = True) -> StatsTables:
 
 
 def layer_table(store, cache: bool = True) -> pd.DataFrame:
-    """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...``."""
+    """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...,
+    fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p``."""
     tree = _as_tree(store)
     hit = cached_stats(tree) if cache else None
     return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
@@ -364,6 +440,24 @@ def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFram
         df = hit[name]
     else:
         df = compute_stats(tree, (name,), layers=None if layer is None else [layer])[name]
+    return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
+
+
+def gap_profile(store, cache: bool = True) -> pd.DataFrame:
+    """The gap profile: one row per layer, in network order, with the ``layers.csv`` columns and
+    the ``gap`` table's (``c2st_lo, c2st_hi, c2st_chance, folds, permutations, note``)."""
+    tree = _as_tree(store)
+    hit = cached_stats(tree) if cache else None
+    t = hit if hit is not None else compute_stats(tree, ("layers", "gap"))
+    return t.layers.merge(t.gap, on="layer", how="left")
+
+
+def image_scores(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
+    """``images.csv`` as a DataFrame: ``image, layer, score, rank`` per synthetic image and layer
+    (and ``fused``), least realistic first within each layer; ``layer`` picks one layer's rows."""
+    tree = _as_tree(store)
+    hit = cached_stats(tree) if cache else None
+    df = hit.images if hit is not None else compute_stats(tree, ("images",)).images
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
 
 
@@ -383,9 +477,10 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
     Parameters
     ----------
     store : store path or URL (it is written to: ``stats/layers``, ``stats/channels``,
-        ``stats/pairs``; the root group and its attributes are left alone).
-    out_dir : folder for ``layers.csv``, ``channels.csv`` and, when the store has pairs,
-        ``pairs.csv`` (a stale ``pairs.csv`` there is removed). None: cache only.
+        ``stats/pairs``, ``stats/images``, ``stats/gap``; the root group and its attributes are
+        left alone).
+    out_dir : folder for ``layers.csv``, ``channels.csv``, ``images.csv`` and, when the store
+        has pairs, ``pairs.csv`` (a stale ``pairs.csv`` there is removed). None: cache only.
     recompute : ignore an up-to-date cache.
 
     Returns
@@ -405,6 +500,7 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
         out.mkdir(parents=True, exist_ok=True)
         tables.layers.to_csv(out / "layers.csv", index=False)
         tables.channels.to_csv(out / "channels.csv", index=False)
+        tables.images.to_csv(out / "images.csv", index=False)
         if tables.pairs.empty:
             (out / "pairs.csv").unlink(missing_ok=True)
         else:
@@ -432,8 +528,10 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     Returns
     -------
     DataFrame indexed by layer depth (0 = first layer), columns ``(label, field)`` with fields
-    ``layer, fid, kid, patch_fd, n_real, n_synthetic``. Warns when the stores do not hold the
-    same images (by content) -- their distances are then not comparable.
+    ``layer, fid, kid, patch_fd, n_real, n_synthetic`` and the gap profile's ``fid_lo, fid_hi,
+    fid_floor, fid_ratio, c2st_auroc, c2st_p, c2st_lo, c2st_hi, c2st_chance``. Warns when the
+    stores do not hold the same images (by content) -- their distances are then not
+    comparable; ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same.
     """
     trees = [_as_tree(s) for s in stores]
     if not trees:
@@ -448,6 +546,6 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     if len(set(contents)) > 1:
         warnings.warn("the stores do not hold the same images; their distances are not comparable",
                       UserWarning, stacklevel=2)
-    fields = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic"]
-    parts = {lab: layer_table(t, cache=cache)[fields].rename_axis("depth") for lab, t in zip(labels, trees)}
+    fields = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", *GAP_FIELDS, *COMPARE_EXTRA]
+    parts = {lab: gap_profile(t, cache=cache)[fields].rename_axis("depth") for lab, t in zip(labels, trees)}
     return pd.concat(parts, axis=1, names=["store", "field"])

@@ -63,7 +63,7 @@ def test_02_domain_statistics(tmp_path):
     nb, html = run_notebook("02_domain_statistics.ipynb", tmp_path, store=str(tiny_store()),
                             out_dir=str(tmp_path / "csv"))
     assert not errors_of(nb)
-    assert {p.name for p in (tmp_path / "csv").iterdir()} == {"layers.csv", "channels.csv", "pairs.csv"}
+    assert {p.name for p in (tmp_path / "csv").iterdir()} == {"layers.csv", "channels.csv", "images.csv", "pairs.csv"}
     assert "Per-layer distance" in html and "Effect size" in html
     check_html(html, min_figures=3)
 

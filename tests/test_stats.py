@@ -13,7 +13,7 @@ import fakesegment_nb as fs
 from fakesegment_nb.cli import main
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.metrics import cohens_d, fid, kid
-from fakesegment_nb.stats import (CHANNEL_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
+from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
                                   compute_stats)
 from fakesegment_nb.store import StoreWriter
 
@@ -137,6 +137,33 @@ def test_distances_rise_with_severity(tables):
         assert np.all(np.diff([means.loc[(s, layer), "ssim"] for s in SEVERITIES]) < 0), layer
 
 
+def test_gap_columns_on_a_store(tables):
+    """The gap columns are the gap module's functions of the stored per-image vectors, with
+    the twins of the paired store kept together."""
+    from fakesegment_nb.gap import fid_interval, realism_scores
+
+    for s in SEVERITIES:
+        lt = tables[s].layers
+        assert list(lt.columns) == LAYER_COLUMNS
+        assert (lt["fid_lo"] <= lt["fid"]).all() and (lt["fid"] <= lt["fid_hi"]).all()
+        np.testing.assert_allclose(lt["fid_ratio"], lt["fid"] / lt["fid_floor"])
+        assert list(tables[s].gap["layer"]) == LAYERS
+    f, dom, pair, ids = stored(severity_store(2), "layer2")
+    vec = f.mean(axis=(2, 3))
+    x, y = vec[dom == "real"], vec[dom == "synthetic"]
+    real_ids = list(ids[dom == "real"])
+    pair_of = np.array([real_ids.index(p) for p in pair[dom == "synthetic"]])
+    row = tables[2].layers.set_index("layer").loc["layer2"]
+    assert (row["fid_lo"], row["fid_hi"]) == pytest.approx(fid_interval(x, y, pair_of=pair_of, estimate=row["fid"])[:2])
+    im = tables[2].images
+    sub = im[im["layer"] == "layer2"].set_index("image").loc[list(ids[dom == "synthetic"])]
+    np.testing.assert_allclose(sub["score"], realism_scores(x, y, pair_of=pair_of)[0])
+    assert sorted(sub["rank"]) == list(range(1, 7)) and sub["score"].idxmax() == sub["rank"].idxmin()
+    fused = im[im["layer"] == "fused"].set_index("image")["score"]
+    per_layer = im[im["layer"] != "fused"].pivot(index="image", columns="layer", values="score")
+    np.testing.assert_allclose(fused.loc[per_layer.index], per_layer.mean(axis=1))
+
+
 # ---------------------------------------------------------------------------------------------
 # edge cases on hand-built stores
 
@@ -175,6 +202,12 @@ def test_one_by_one_maps_and_single_images(tmp_path):
     row = t1.layers.iloc[0]
     assert np.isnan(row["fid"]) and np.isnan(row["kid"]) and np.isfinite(row["patch_fd"])
     assert t1.channels["effect_size"].isna().all() and t1.channels["std_real"].isna().all()
+    # the gap columns: NaN, and the gap table says why
+    assert row[["fid_lo", "fid_hi", "fid_floor", "fid_ratio", "c2st_auroc", "c2st_p"]].isna().all()
+    note = t1.gap.iloc[0]["note"]
+    assert "2 images per domain" in note and "folds=5" in note and "4 real images" in note
+    assert t1.images["score"].isna().all() and t1.images["rank"].isna().all()
+    assert set(t1.images["layer"]) == {"big", "fused"}
 
 
 def test_nan_and_inf_features_give_nan_not_a_crash(tmp_path):
@@ -225,7 +258,13 @@ def test_cli_writes_contract_csvs_and_caches_in_store(tmp_path):
     # cached in the store's stats/ group, the root attributes untouched
     assert json.loads((store / "zarr.json").read_text())["attributes"] == attrs_before
     tree = fs.open_store(store)
-    assert set(tree["stats"].children) == {"layers", "channels", "pairs"}
+    assert set(tree["stats"].children) == {"layers", "channels", "pairs", "images", "gap"}
+    images = pd.read_csv(out / "images.csv")
+    assert list(images.columns) == IMAGE_COLUMNS
+    assert len(images) == 4 * (len(LAYERS) + 1) and set(images["layer"]) == {*LAYERS, "fused"}
+    assert (images.groupby("layer")["rank"].apply(sorted) == [[1, 2, 3, 4]] * (len(LAYERS) + 1)).all()
+    pd.testing.assert_frame_equal(images, cached_stats(tree).images, check_dtype=False)
+    pd.testing.assert_frame_equal(fs.image_scores(tree), cached_stats(tree).images)
     cached = cached_stats(tree)
     pd.testing.assert_frame_equal(cached.layers, layers, check_dtype=False)
     pd.testing.assert_frame_equal(cached.pairs, pairs, check_dtype=False)
@@ -245,6 +284,7 @@ def test_cache_goes_stale_when_images_are_added(tmp_path):
     t = fs.write_stats(store, tmp_path / "out")
     assert t.layers.loc[0, "n_synthetic"] == 3 and not (tmp_path / "out" / "pairs.csv").exists()
     assert cached_stats(store).layers.loc[0, "n_synthetic"] == 3
+    assert set(fs.image_scores(store)["image"]) == {"synthetic/img002.png", "synthetic/img003.png", "synthetic/new.png"}
 
 
 def test_same_numbers_with_a_distributed_client():
@@ -264,6 +304,9 @@ def test_compare_stores_side_by_side(tables):
     assert list(cmp.columns.get_level_values(0).unique()) == ["mild", "strong"]
     assert list(cmp[("mild", "layer")]) == LAYERS
     assert (cmp[("strong", "fid")] > cmp[("mild", "fid")]).all()
+    for field in ("fid_lo", "fid_hi", "fid_floor", "fid_ratio", "c2st_auroc", "c2st_p", "c2st_lo", "c2st_hi"):
+        assert cmp[("mild", field)].notna().all(), field
+    assert (cmp[("strong", "c2st_auroc")] >= cmp[("mild", "c2st_auroc")]).all()
     with pytest.raises(FakesegmentError, match="distinct label"):
         fs.compare_stores([a, b], labels=["x", "x"])
     with pytest.warns(UserWarning, match="not hold the same images"):

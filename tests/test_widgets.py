@@ -202,6 +202,18 @@ def test_gallery_ranks_filters_and_opens_explorer(view):
     assert g.explorer_box.children == (g.explorer,)
 
 
+def test_gallery_sorts_by_realism_score(view):
+    g = Gallery(view, method="reference", k=3)
+    g.sort.value = "least realistic (images.csv)"
+    tables, _ = view.stats()
+    fused = tables.images[tables.images["layer"] == "fused"].set_index("image")["score"]
+    ranked = view.map_summary("reference").index
+    expect = fused.reindex(ranked).sort_values(ascending=False, na_position="last", kind="stable").index[:3].tolist()
+    assert g.shown == expect and "realism" in g._caption(g.shown[0], g.ranking().loc[g.shown[0]])
+    g.descending.value = False
+    assert g.shown[0] == fused.reindex(ranked).idxmin()
+
+
 def test_gallery_without_maps_says_so(tmp_path):
     g = Gallery(store_without_maps(tmp_path), k=3)
     assert "no unrealistic-detail maps" in g.message.value
@@ -231,6 +243,10 @@ def test_dashboard_panels(view):
     d.pair_layer.value = "conv8_2"
     assert set(d.pair_table()["layer"]) == {"conv8_2"}
     assert d.pair_html.value.count("<tr>") == len(d.pair_table())  # body rows (the header row is styled)
+    # the gap profile: one row per shown layer, in network order, and a figure
+    prof = d.profile_table()
+    assert list(prof["layer"]) == list(view.layers) and d.profile.value
+    assert {"c2st_auroc", "c2st_lo", "c2st_hi", "fid_ratio", "note"} <= set(prof.columns)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,7 +272,7 @@ def test_one_domain_disables_what_needs_two(synthetic_only):
     d = DomainDashboard(v)
     assert d.tables is None and "only synthetic" in d.why
     text = " ".join(w.value for w in d.children if hasattr(w, "value") and isinstance(w.value, str))
-    assert text.count("domain statistics unavailable") == 3
+    assert text.count("domain statistics unavailable") == 4  # profile, bars, violins, heat map
     assert d.metric.disabled and d.bars.value == b""
 
 

@@ -9,15 +9,16 @@ import numpy as np
 
 from ._render import figure_html, figure_png, static_fallback
 from ._view import LRU, StoreView, banner_html, header_html, note_html
-from .plots import (METRIC_LABELS, channel_distribution_figure, effect_heatmap_figure, layer_distance_figure,
-                    pair_table_view)
+from .plots import (METRIC_LABELS, channel_distribution_figure, effect_heatmap_figure, gap_profile_figure,
+                    layer_distance_figure, pair_table_view)
 
 PAIR_ROWS = 200
 STATIC_PAIR_ROWS = 20  # static views (reports) show the top of the table
 
 
 class DomainDashboard(W.VBox):
-    """Per-layer distances (bars), one channel's real vs synthetic distribution (violins), a
+    """The gap profile (classifier AUROC and FID over its noise floor per layer, with
+    intervals and significance), per-layer distances (bars), one channel's real vs synthetic distribution (violins), a
     layer x channel effect-size heat map and the sortable MSE/SSIM pair table.
 
     Parameters
@@ -35,6 +36,8 @@ class DomainDashboard(W.VBox):
         self.last_redraw_s = 0.0
         self._png = LRU(64)
         self.tables, self.why = v.stats()
+        self.profile = W.Image(format="png")
+        self.profile_notes = W.HTML()
         self.metric = W.ToggleButtons(options=[m for m in METRIC_LABELS], value="fid", description="distance")
         self.bars = W.Image(format="png")
         self.layer = W.Dropdown(options=v.layers, value=v.layers[0], description="layer")
@@ -46,6 +49,7 @@ class DomainDashboard(W.VBox):
         self.pair_ascending = W.Checkbox(value=False, description="ascending", indent=False)
         self.pair_html = W.HTML(layout=W.Layout(max_height="360px", overflow="auto"))
         sections = {
+            "Gap profile: one scale, with uncertainty": [self.profile, self.profile_notes],
             "Per-layer distance, real vs synthetic": [self.metric, self.bars],
             "One channel, real vs synthetic": [W.HBox([self.layer, self.channel]), self.violin],
             "Effect size, layer × channel": [self.heatmap],
@@ -54,9 +58,9 @@ class DomainDashboard(W.VBox):
         }
         if self.tables is None:  # say what is missing in place of each panel
             msg = f"domain statistics unavailable: {self.why}"
-            for title in list(sections)[:3]:
+            for title in list(sections)[:4]:
                 sections[title] = [W.HTML(note_html(msg))]
-            sections[list(sections)[3]] = [W.HTML(self._pairs_note())]
+            sections[list(sections)[4]] = [W.HTML(self._pairs_note())]
         self.children = [W.HTML(banner_html(v.attrs)), W.HTML(header_html(v, "Domain dashboard"))] + [
             w for title, body in sections.items()
             for w in [W.HTML(f"<h4 style='margin:10px 0 2px'>{title}</h4>"), *body]]
@@ -69,6 +73,8 @@ class DomainDashboard(W.VBox):
         self.channel.observe(lambda c: self.draw_violin(), names="value")
         for c in (self.pair_layer, self.pair_sort, self.pair_ascending):
             c.observe(lambda ch: self.draw_pairs(), names="value")
+        self.profile.value = figure_png(self.profile_figure())
+        self.profile_notes.value = self.profile_notes_html()
         self.draw_bars()
         self._fill_channels()
         self.heatmap.value = figure_png(effect_heatmap_figure(self.tables.channels, v.layers))
@@ -89,6 +95,21 @@ class DomainDashboard(W.VBox):
 
         wrapper.__doc__ = fn.__doc__
         return wrapper
+
+    def profile_table(self):
+        """The layers table with the gap table's columns (c2st interval, chance level, notes)."""
+        return self.tables.layers.merge(self.tables.gap, on="layer", how="left")
+
+    def profile_figure(self):
+        a = self.view.attrs
+        trained = "trained" if a.get("weights_trained") else "untrained"
+        return gap_profile_figure({f"{a.get('model', '?')} ({a.get('weights', '?')}, {trained})": self.profile_table()})
+
+    def profile_notes_html(self) -> str:
+        """Why some of the profile's values are NaN, one line per layer ('' when none are)."""
+        t = self.profile_table()
+        notes = [f"{r.layer}: {r.note}" for r in t.itertuples() if isinstance(r.note, str) and r.note]
+        return "".join(note_html(n) for n in notes)
 
     @_timed
     def draw_bars(self):
@@ -148,7 +169,8 @@ class DomainDashboard(W.VBox):
         if self.tables is None:
             return head + note_html(f"domain statistics unavailable: {self.why}") + self._pairs_note()
         titles = [w.value for w in self.children if isinstance(w, W.HTML) and w.value.startswith("<h4")]
-        body = [figure_html(layer_distance_figure(self.tables.layers, self.metric.value), "layer distances"),
+        body = [figure_html(self.profile_figure(), "gap profile") + self.profile_notes_html(),
+                figure_html(layer_distance_figure(self.tables.layers, self.metric.value), "layer distances"),
                 figure_html(self.violin_figure(), "channel distribution") if self.channel.value is not None
                 else note_html("no channel to show"),
                 figure_html(effect_heatmap_figure(self.tables.channels, v.layers), "effect sizes"),

@@ -10,7 +10,8 @@ import numpy as np
 from ._render import Panel, figure_html, note_rgb, overlay, panels_figure, png, score_range, static_fallback
 from ._view import StoreView, banner_html, esc, header_html, note_html
 
-SORT_KEYS = {"unrealistic area": "area", "max score": "max", "mean score": "mean"}
+SORT_KEYS = {"unrealistic area": "area", "max score": "max", "mean score": "mean",
+             "least realistic (images.csv)": "realism"}
 THUMB = 160
 
 
@@ -24,8 +25,9 @@ class Gallery(W.VBox):
     k : number of images shown.
     explorer : an :class:`Explorer` to open images in (default: one is made on the first click).
 
-    Sort by unrealistic area (the mask's share of the image), max or mean score; filter by a
-    substring of the image id. Each card's button opens that image in the Explorer below.
+    Sort by unrealistic area (the mask's share of the image), max or mean map score, or by the
+    per-image realism score of ``images.csv`` (fused over layers; needs no pairs and no
+    localised artefacts); filter by a substring of the image id. Each card's button opens that image in the Explorer below.
     """
 
     def __init__(self, store, method: str | None = None, k: int = 12, explorer=None):
@@ -70,12 +72,25 @@ class Gallery(W.VBox):
             return "this store holds no synthetic images; the gallery ranks synthetic images by their maps"
         return None
 
+    def realism(self):
+        """Per synthetic image, the fused realism score of ``images.csv`` (NaN when the
+        statistics are unavailable)."""
+        tables, _ = self.view.stats()
+        if tables is None or tables.images.empty:
+            return None
+        fused = tables.images[tables.images["layer"] == "fused"]
+        return fused.set_index("image")["score"].astype(float)
+
     def ranking(self):
-        """The summary table (area, max, mean per synthetic image), filtered and sorted as chosen."""
+        """The summary table (area, max, mean map score and the realism score per synthetic
+        image), filtered and sorted as chosen."""
         t = self.view.map_summary(self.method.value)
+        key = SORT_KEYS[self.sort.value]
+        if key == "realism":
+            r = self.realism()
+            t = t.assign(realism=np.nan if r is None else r.reindex(t.index).to_numpy())
         if self.filter.value:
             t = t[t.index.str.contains(self.filter.value, regex=False)]
-        key = SORT_KEYS[self.sort.value]
         if key == "area" and t["area"].isna().all():
             key = "max"  # no masks and no calibrated threshold: rank by score
         return t.sort_values(key, ascending=not self.descending.value, na_position="last")
@@ -102,7 +117,8 @@ class Gallery(W.VBox):
 
     def _caption(self, image: str, row) -> str:
         area = "n/a" if np.isnan(row["area"]) else f"{100 * row['area']:.1f}%"
-        return f"{image}\narea {area} · max {row['max']:.3g} · mean {row['mean']:.3g}"
+        realism = f" · realism {row['realism']:.3g}" if "realism" in row and np.isfinite(row["realism"]) else ""
+        return f"{image}\narea {area} · max {row['max']:.3g} · mean {row['mean']:.3g}{realism}"
 
     def _card(self, image: str, row) -> W.VBox:
         img = W.Image(value=png(self._thumb(image)), format="png",

@@ -89,3 +89,61 @@ def pair_table_view(pairs: pd.DataFrame, layer: str | None = None, sort: str = "
     """The pair table for one layer (or all), sorted by a column."""
     t = pairs if layer in (None, "all") else pairs[pairs["layer"] == layer]
     return t.sort_values(sort, ascending=ascending, na_position="last", kind="stable").reset_index(drop=True)
+
+
+def gap_profile_figure(profiles: dict, title: str | None = None):
+    """The gap profile of one or several stores on the same axes: per layer (network order),
+    ``c2st_auroc`` with its bootstrap interval (0.5 = chance; filled marker and * where
+    ``c2st_p < 0.05``) and ``fid_ratio`` with the fid interval over the noise floor (log
+    scale; 1 = the distance between two halves of the real images).
+
+    Parameters
+    ----------
+    profiles : ``{label: DataFrame}`` with the columns of :func:`fakesegment_nb.stats.gap_profile`
+        (one row per layer, in network order). Stores with different layers share the
+        x axis by depth; each point is labelled with its layer where the names differ.
+    """
+    fig = _figure(9.0, 6.4)
+    ax_auc, ax_fid = fig.subplots(2, 1, sharex=True)
+    names = [list(df["layer"].astype(str)) for df in profiles.values()]
+    same_layers = all(n == names[0] for n in names)
+    k = len(profiles)
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    for i, (label, df) in enumerate(profiles.items()):
+        c = colours[i % len(colours)]
+        x = np.arange(len(df)) + (i - (k - 1) / 2) * 0.12
+        auc = df["c2st_auroc"].to_numpy(float)
+        sig = df["c2st_p"].to_numpy(float) < 0.05
+        err = np.abs(np.vstack([auc - df["c2st_lo"].to_numpy(float), df["c2st_hi"].to_numpy(float) - auc]))
+        ax_auc.errorbar(x, auc, yerr=err, color=c, marker="none", linestyle="-", lw=1.2, capsize=3, label=label)
+        ax_auc.scatter(x[sig], auc[sig], color=c, s=40, zorder=3)
+        ax_auc.scatter(x[~sig], auc[~sig], facecolor="white", edgecolor=c, s=40, zorder=3)
+        for xi, yi in zip(x[sig], auc[sig]):
+            ax_auc.annotate("*", (xi, yi), textcoords="offset points", xytext=(4, 2), color=c, fontsize=12)
+        floor = df["fid_floor"].to_numpy(float)
+        ratio = df["fid_ratio"].to_numpy(float)
+        with np.errstate(all="ignore"):
+            lo, hi = df["fid_lo"].to_numpy(float) / floor, df["fid_hi"].to_numpy(float) / floor
+        err = np.abs(np.vstack([ratio - lo, hi - ratio]))
+        ax_fid.errorbar(x, ratio, yerr=err, color=c, marker="o", lw=1.2, capsize=3, label=label)
+        if not same_layers:
+            for xi, yi, name in zip(x, ratio, df["layer"].astype(str)):
+                if np.isfinite(yi):
+                    ax_fid.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7, color=c)
+    ax_auc.axhline(0.5, color="grey", lw=1, ls="--")
+    ax_auc.set_ylim(min(0.3, np.nanmin([np.nanmin(d["c2st_lo"].to_numpy(float), initial=0.5) for d in profiles.values()]) - 0.02), 1.02)
+    ax_auc.set_ylabel("classifier AUROC\n(0.5 = chance)")
+    ax_auc.set_title(title or "Gap profile: how well each layer tells synthetic from real\n"
+                     "filled / * = permutation p < 0.05; bars = 90% bootstrap intervals", fontsize=10)
+    ax_fid.axhline(1.0, color="grey", lw=1, ls="--")
+    finite = [v for d in profiles.values() for v in d["fid_ratio"].to_numpy(float) if np.isfinite(v) and v > 0]
+    if finite:
+        ax_fid.set_yscale("log")
+    ax_fid.set_ylabel("FID / noise floor\n(1 = two halves of the real images)")
+    n = len(names[0]) if names else 0
+    longest = max(names, key=len) if names else []
+    ax_fid.set_xticks(range(len(longest)), longest if same_layers else [f"{j}" for j in range(len(longest))])
+    ax_fid.set_xlabel("layer (network order)" if same_layers else "layer depth (network order; names at the points)")
+    if k > 1 or n:
+        ax_auc.legend(fontsize=8, loc="best")
+    return fig

@@ -18,7 +18,9 @@ def stats_tables(view):
     except FakesegmentError as exc:
         return None, str(exc)
     keep = lambda df: df[df["layer"].isin(view.layers)].reset_index(drop=True)  # noqa: E731
-    return type(tables)(layers=keep(tables.layers), channels=keep(tables.channels), pairs=keep(tables.pairs)), None
+    images = tables.images[tables.images["layer"].isin([*view.layers, stats.FUSED])].reset_index(drop=True)
+    return type(tables)(layers=keep(tables.layers), channels=keep(tables.channels), pairs=keep(tables.pairs),
+                        images=images, gap=keep(tables.gap)), None
 
 
 def stats_available(view) -> str | None:
