@@ -311,12 +311,15 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
             pair_rows.append(pd.DataFrame({"image": pairs["image"].to_numpy(), "pair": pairs["pair"].to_numpy(),
                                            "layer": layer, "mse": res["pairs"][:, 0],
                                            "ssim": res["pairs"][:, 1], "cosine": res["pairs"][:, 2]}))
-    keep = lambda name, df: df if name in want else _table([], COLUMNS[name])  # noqa: E731
-    return StatsTables(keep("layers", _table(layer_rows, LAYER_COLUMNS, records=True)),
-                       keep("channels", _table(channel_rows, CHANNEL_COLUMNS)),
+    def keep(name, rows, columns, records=False):
+        # rows of a table not asked for may lack its columns (the layer rows without "gap")
+        return _table(rows, columns, records) if name in want else _table([], COLUMNS[name])
+
+    return StatsTables(keep("layers", layer_rows, LAYER_COLUMNS, records=True),
+                       keep("channels", channel_rows, CHANNEL_COLUMNS),
                        _sort_pairs(_table(pair_rows, PAIR_COLUMNS), pairs, layers),
                        _image_rows(images.index[domains == "synthetic"], scores),
-                       keep("gap", _table(gap_rows, GAP_COLUMNS, records=True)))
+                       keep("gap", gap_rows, GAP_COLUMNS, records=True))
 
 
 def _image_rows(synthetic_ids, scores: dict) -> pd.DataFrame:

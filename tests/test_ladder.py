@@ -8,7 +8,7 @@ import pytest
 
 from fakesegment_nb.extract import extract
 from fakesegment_nb.probe import make_probe
-from fakesegment_nb.stats import layer_table
+from fakesegment_nb.stats import image_scores, layer_table
 
 SEVERITIES = (0.25, 0.5, 1.0)
 
@@ -52,3 +52,37 @@ def test_every_layers_fid_rises_with_severity(ladder):
     assert layers == ["p2", "p3", "p4", "p5"]
     assert (np.diff(fids, axis=0) > 0).all(), dict(zip(layers, fids.T.round(2).tolist()))
     assert (fids[-1] / fids[0] > 5).all()  # a wide range, not a drift (measured: 14x-18x)
+
+
+def test_gap_profile_rises_with_severity(ladder):
+    """c2st AUROC and fid_ratio (issue 11) read the ladder like fid: higher for more severe renders."""
+    tabs = [layer_table(ladder[s], cache=False).set_index("layer") for s in SEVERITIES]
+    ratio = np.array([t["fid_ratio"].to_numpy() for t in tabs])
+    auc = np.array([t["c2st_auroc"].to_numpy() for t in tabs])
+    assert (np.diff(ratio, axis=0) > 0).all(), ratio.round(2).tolist()
+    assert (auc[-1] >= auc[0]).all() and auc[-1].mean() > auc[0].mean() + 0.1, auc.round(2).tolist()
+    assert (tabs[-1]["c2st_p"] < 0.05).all()  # the full render is told apart in every layer
+    for t in tabs:
+        assert (t["fid_lo"] <= t["fid"]).all() and (t["fid"] <= t["fid_hi"]).all()
+
+
+def test_image_scores_rank_severe_renders_above_mild_ones(tmp_path):
+    """One synthetic set holding a mild (0.25) and a severe (1.0) render of every scene: the
+    fused per-image score puts the severe one higher for (almost) every scene."""
+    import shutil
+
+    mild = make_probe(tmp_path / "mild", n=8, seed=2, size=160, severity=0.25).out
+    severe = make_probe(tmp_path / "severe", n=8, seed=2, size=160, severity=1.0).out
+    syn = tmp_path / "synthetic"
+    syn.mkdir()
+    for p in sorted((mild / "synthetic").glob("*.png")):
+        shutil.copy(p, syn / f"mild_{p.name}")
+        shutil.copy(severe / "synthetic" / p.name, syn / f"severe_{p.name}")
+    store = tmp_path / "mixed.zarr"
+    extract(mild / "real", syn, store, model="efficientnet_lite0", weights="auto", progress=False)
+    fused = image_scores(store, "fused").set_index("image")["score"]
+    wins = [fused[f"synthetic/severe_{p.name}"] > fused[f"synthetic/mild_{p.name}"]
+            for p in sorted((mild / "synthetic").glob("*.png"))]
+    assert sum(wins) >= 7, fused.round(2).to_dict()
+    ranks = image_scores(store, "fused").set_index("image")["rank"]
+    assert np.mean([ranks[i] for i in ranks.index if "severe_" in i]) < np.mean([ranks[i] for i in ranks.index if "mild_" in i])
