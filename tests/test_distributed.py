@@ -66,4 +66,8 @@ def test_localcluster_extracts_trained_lite0_as_one_process(tmp_path, pair_dirs)
     a, b = fs.open_store(one), fs.open_store(dist)
     assert b.attrs["weights_trained"] is True and fs.image_table(a).equals(fs.image_table(b))
     for layer in fs.layer_names(a):
-        np.testing.assert_array_equal(fs.feature_layer(a, layer).values, fs.feature_layer(b, layer).values)
+        # a worker runs one torch thread, this process several: oneDNN's float32 sums differ in
+        # order, which moves a few values by one float16 step (0.08% of them in one full run)
+        want, got = (fs.feature_layer(t, layer).values.astype(np.float32) for t in (a, b))
+        assert np.mean(want == got) > 0.99
+        np.testing.assert_allclose(got, want, rtol=2 ** -8, atol=2 ** -8 * float(np.abs(want).max()))
