@@ -16,19 +16,39 @@ Both methods are functions of the stored features only (no network, no image fil
       grain -- is not a *local* detail);
     * each component is divided by its median over all synthetic locations of the store
       (1 = a typical discrepancy of that layer) and the layer map is their weighted mean,
-      weights :data:`PAIRED_COMPONENTS`: SSIM 1, squared difference 0 -- on the seed-0 tuning
-      probe, giving it weight 0.1 lowered pixel AUROC 0.937 -> 0.931 and AP 0.680 -> 0.587
-      (random weights), so it is computed only where SSIM cannot be (maps under 7x7 cells).
+      weights per model (:func:`paired_components`). efficientnet_lite0 (ImageNet weights):
+      SSIM 1, squared difference 0.5 -- with trained features the squared difference localises
+      as well as SSIM does (p3: AUROC 0.991 against 0.977) and the two together do better than
+      either (see :data:`LAYER_WEIGHTS`). Default (ssd300_vgg16 random:0, the regression guard):
+      SSIM 1, squared difference 0 -- on the seed-0 tuning probe, giving it weight 0.1 lowered
+      pixel AUROC 0.937 -> 0.931 and AP 0.680 -> 0.587 with random weights, so it is computed
+      only where SSIM cannot be (maps under 7x7 cells).
 
-``reference`` (:func:`reference_maps`, unpaired)
-    Per layer, a Gaussian fitted to the real images' feature vectors (all locations), its
-    covariance shrunk towards a multiple of the identity (:data:`SHRINKAGE`); a location's score
-    is its squared Mahalanobis distance per channel, divided by the median over real locations
-    (1 = typical of a real image). Cross-fitted: real images are split into two folds, each real
-    image is scored by the other fold's Gaussian, each synthetic image by the Gaussian of the fold
-    that does not hold its own paired real image -- the method never sees a synthetic image's twin.
-    (A PatchCore-style nearest-neighbour distance to a memory bank was measured too and did worse
-    with random weights: pixel AUROC 0.41-0.52 per layer on the seed-0 probe.)
+``reference`` (:func:`reference_maps`, unpaired), one of two distances per model
+(:data:`REFERENCE_DISTANCE`), optionally on features centred per image and channel first
+(:data:`REFERENCE_CENTRE`, :func:`_centre`: an image-wide change is not a local detail):
+
+    * ``gaussian`` (default; ssd300_vgg16): per layer, a Gaussian fitted to the real images'
+      feature vectors (all locations), its covariance shrunk towards a multiple of the identity
+      (:data:`SHRINKAGE`); a location's score is its squared Mahalanobis distance per channel.
+      (A memory bank did worse with random weights: pixel AUROC 0.41-0.52 per layer.)
+    * ``memory_bank`` (efficientnet_lite0): PatchCore's (Roth et al. 2022). The weighted layers'
+      features, standardised per channel by the real spread, are averaged over 3x3 neighbouring
+      cells, resized to one grid (p3's 40x40) and concatenated; a location's score is the squared
+      distance to the nearest patch of a memory bank of real patches: at most
+      ``max_candidates`` of them are kept (an equal random share per image), and greedy coreset
+      subsampling on a random projection picks ``min(max_size, ratio x patches seen)`` rows, so
+      the bank's memory is bounded whatever the number of real images (:data:`MEMORY_BANK`,
+      benchmarks/bench_reference_memory.py). On the seed-0 tuning probe (pixel AUROC / AP):
+      memory bank on p3 + p4, centred, 0.848 / 0.395; the shrunk Gaussian on the same layers
+      0.790 / 0.320, centred 0.824 / 0.361 (per layer, uncentred: p2 0.600, p3 0.773, p4 0.734,
+      p5 0.770); the bank uncentred 0.776; 1024 rows 0.848, 512 0.853, 256 0.814-0.854 with
+      the candidates drawn, 4096 0.834; pooling 1x1 0.804, 5x5 0.827; adding p2 0.840, p5 0.797.
+
+    Either way the score is divided by the median over real locations (1 = typical of a real
+    image). Cross-fitted: real images are split into two folds, each real image is scored by the
+    other fold's model, each synthetic image by the model of the fold that does not hold its own
+    paired real image -- the method never sees a synthetic image's twin.
 
 Fusion (both methods): every layer map is upsampled bilinearly to the network input size
 (root attribute ``input_size``, ``align_corners=False`` as torchvision resizes) and the fused
@@ -57,7 +77,10 @@ own: it inherits the root's):
                (``paired``: real images and unpaired synthetic images);
 ``mask``       (image, y, x) bool, ``score > threshold``;
 ``threshold``  (image,) float64, the mask threshold of each image (NaN where not scored);
-``layer_<name>``  (image, ``y_<name>``, ``x_<name>``) float32 weighted layer maps;
+``layer_<name>``  (image, ``y_<name>``, ``x_<name>``) float32 weighted layer maps (memory bank:
+               each layer's share of the squared distance, on the bank's grid);
+``bank``, ``bank_scale``  (memory bank only) (fold, bank_patch, bank_feature) float32 the fitted
+               banks (NaN rows pad the smaller) and (fold, bank_feature) the feature scales;
 attributes ``method``, ``layers``, ``layer_weights`` (JSON), ``fpr``, ``calibration`` (text),
 ``params`` (JSON: components, scales, ``z_star``, ...), ``input_size``, ``fakesegment_nb``.
 Regions are not stored: :func:`fakesegment_nb.segments.find_regions` derives them from ``mask``.
