@@ -11,7 +11,9 @@ images) computes the reference maps in a fresh process per run and prints:
 * the fitted state: memory-bank rows per fold, its bytes, real patches seen and candidates kept
   (``memory_bank``); the two Gaussians' bytes (``gaussian``);
 * the bytes of the maps themselves (score, mask, layer maps: they grow with every scored image,
-  real ones included, whatever the distance).
+  real ones included, whatever the distance);
+* pixel AUROC / AP of the 50 synthetic images against their ground-truth masks (more real
+  images: more real content in the bank).
 
     .venv/bin/python benchmarks/bench_reference_memory.py [--work DIR] [--reals 50,200,800]
                                                           [--distance memory_bank,gaussian]
@@ -60,8 +62,9 @@ def build(work: Path, model: str, weights: str) -> Path:
     return store
 
 
-def one(store: str, n_real: int, distance: str) -> dict:
+def one(store: str, n_real: int, distance: str, masks: str) -> dict:
     """Run in a fresh process: the reference maps of ``n_real`` real images and the synthetic ones."""
+    from fakesegment_nb.evaluate import load_masks, score_images
     from fakesegment_nb.maps import reference_maps
     from fakesegment_nb.store import image_table, open_store
 
@@ -73,11 +76,18 @@ def one(store: str, n_real: int, distance: str) -> dict:
     t = time.perf_counter()
     maps = reference_maps(sub, distance=distance)
     seconds = time.perf_counter() - t
+    peak = _rss_mb()  # before the evaluation below
     ds = maps.dataset
     params = json.loads(ds.attrs["params"])
+    truth, _ = load_masks(sub, masks)
+    ids = [str(v) for v in ds["image"].values]
+    pos = {k: ids.index(k) for k in truth}
+    quality, _ = score_images("reference", {i: ds["score"].values[p] for i, p in pos.items()}, truth,
+                              {i: float(ds["threshold"].values[p]) for i, p in pos.items()})
     out = {"real": int(real.size), "images": int(ds.sizes["image"]), "distance": distance, "seconds": seconds,
-           "rss_open_mb": base, "rss_peak_mb": _rss_mb(),
-           "maps_mb": sum(ds[v].nbytes for v in ds.data_vars if "image" in ds[v].dims) / 2**20}
+           "rss_open_mb": base, "rss_peak_mb": peak,
+           "maps_mb": sum(ds[v].nbytes for v in ds.data_vars if "image" in ds[v].dims) / 2**20,
+           "auroc": quality["auroc"], "ap": quality["ap"]}
     if distance == "memory_bank":
         out.update(state_mb=(ds["bank"].nbytes + ds["bank_scale"].nbytes) / 2**20, bank_rows=params["bank_sizes"],
                    patches_seen=params["patches_seen"], candidates=params["candidates"])
@@ -94,10 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="auto")
     ap.add_argument("--reals", default="50,200,800")
     ap.add_argument("--distance", default="memory_bank,gaussian")
-    ap.add_argument("--one", nargs=3, metavar=("STORE", "N_REAL", "DISTANCE"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=4, metavar=("STORE", "N_REAL", "DISTANCE", "MASKS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2])))
+        print(json.dumps(one(args.one[0], int(args.one[1]), args.one[2], args.one[3])))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-refmem-") as d:
         work = args.work or Path(d)
@@ -106,10 +116,12 @@ def main(argv=None) -> int:
         print(f"reference maps of {args.model} {args.weights}, {N_SYNTHETIC} synthetic images, "
               f"one fresh process per run")
         print(f"{'distance':12s}{'real':>6s}{'images':>8s}{'seconds':>9s}{'s/image':>9s}{'peak MB':>9s}"
-              f"{'maps cost MB':>13s}{'of which maps':>14s}{'state MB':>10s}  bank rows / candidates / patches seen")
+              f"{'maps cost MB':>13s}{'of which maps':>14s}{'state MB':>10s}{'AUROC':>7s}{'AP':>7s}"
+              "  bank rows / candidates / patches seen")
         for distance in args.distance.split(","):
             for n in (int(v) for v in args.reals.split(",")):
-                proc = subprocess.run([sys.executable, __file__, "--one", str(store), str(n), distance],
+                masks = work / f"probe_s{SEED}_all_n{N_PAIRS}" / "masks"
+                proc = subprocess.run([sys.executable, __file__, "--one", str(store), str(n), distance, str(masks)],
                                       capture_output=True, text=True)
                 if proc.returncode:
                     print(proc.stderr[-2000:])
@@ -119,7 +131,8 @@ def main(argv=None) -> int:
                          if distance == "memory_bank" else "")
                 print(f"{distance:12s}{r['real']:6d}{r['images']:8d}{r['seconds']:9.1f}"
                       f"{r['seconds'] / r['images']:9.3f}{r['rss_peak_mb']:9.0f}"
-                      f"{r['rss_peak_mb'] - r['rss_open_mb']:13.0f}{r['maps_mb']:14.0f}{r['state_mb']:10.2f}{extra}")
+                      f"{r['rss_peak_mb'] - r['rss_open_mb']:13.0f}{r['maps_mb']:14.0f}{r['state_mb']:10.2f}"
+                      f"{r['auroc']:7.3f}{r['ap']:7.3f}{extra}")
     return 0
 
 
