@@ -42,8 +42,10 @@ Both methods are functions of the stored features only (no network, no image fil
       benchmarks/bench_reference_memory.py). On the seed-0 tuning probe (pixel AUROC / AP):
       memory bank on p3 + p4, centred, 0.848 / 0.395; the shrunk Gaussian on the same layers
       0.790 / 0.320, centred 0.824 / 0.361 (per layer, uncentred: p2 0.600, p3 0.773, p4 0.734,
-      p5 0.770); the bank uncentred 0.776; 1024 rows 0.848, 512 0.853, 256 0.814-0.854 with
-      the candidates drawn, 4096 0.834; pooling 1x1 0.804, 5x5 0.827; adding p2 0.840, p5 0.797.
+      p5 0.770); the bank uncentred 0.776; 1024 rows 0.848 (0.841-0.855 over seeds 0-3: the
+      coreset depends on the candidates drawn), 512 0.853, 256 0.854 (0.814 from all 40,000
+      candidates), 4096 of 65,536 candidates (PatchCore's 10%) 0.834-0.838; pooling 1x1 0.804,
+      5x5 0.827; adding p2 0.840, p5 0.797.
 
     Either way the score is divided by the median over real locations (1 = typical of a real
     image). Cross-fitted: real images are split into two folds, each real image is scored by the
