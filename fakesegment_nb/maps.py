@@ -16,19 +16,41 @@ Both methods are functions of the stored features only (no network, no image fil
       grain -- is not a *local* detail);
     * each component is divided by its median over all synthetic locations of the store
       (1 = a typical discrepancy of that layer) and the layer map is their weighted mean,
-      weights :data:`PAIRED_COMPONENTS`: SSIM 1, squared difference 0 -- on the seed-0 tuning
-      probe, giving it weight 0.1 lowered pixel AUROC 0.937 -> 0.931 and AP 0.680 -> 0.587
-      (random weights), so it is computed only where SSIM cannot be (maps under 7x7 cells).
+      weights per model (:func:`paired_components`). efficientnet_lite0 (ImageNet weights):
+      SSIM 1, squared difference 0.5 -- with trained features the squared difference localises
+      as well as SSIM does (p3: AUROC 0.991 against 0.977) and the two together do better than
+      either (see :data:`LAYER_WEIGHTS`). Default (ssd300_vgg16 random:0, the regression guard):
+      SSIM 1, squared difference 0 -- on the seed-0 tuning probe, giving it weight 0.1 lowered
+      pixel AUROC 0.937 -> 0.931 and AP 0.680 -> 0.587 with random weights, so it is computed
+      only where SSIM cannot be (maps under 7x7 cells).
 
-``reference`` (:func:`reference_maps`, unpaired)
-    Per layer, a Gaussian fitted to the real images' feature vectors (all locations), its
-    covariance shrunk towards a multiple of the identity (:data:`SHRINKAGE`); a location's score
-    is its squared Mahalanobis distance per channel, divided by the median over real locations
-    (1 = typical of a real image). Cross-fitted: real images are split into two folds, each real
-    image is scored by the other fold's Gaussian, each synthetic image by the Gaussian of the fold
-    that does not hold its own paired real image -- the method never sees a synthetic image's twin.
-    (A PatchCore-style nearest-neighbour distance to a memory bank was measured too and did worse
-    with random weights: pixel AUROC 0.41-0.52 per layer on the seed-0 probe.)
+``reference`` (:func:`reference_maps`, unpaired), one of two distances per model
+(:data:`REFERENCE_DISTANCE`), optionally on features centred per image and channel first
+(:data:`REFERENCE_CENTRE`, :func:`_centre`: an image-wide change is not a local detail):
+
+    * ``gaussian`` (default; ssd300_vgg16): per layer, a Gaussian fitted to the real images'
+      feature vectors (all locations), its covariance shrunk towards a multiple of the identity
+      (:data:`SHRINKAGE`); a location's score is its squared Mahalanobis distance per channel.
+      (A memory bank did worse with random weights: pixel AUROC 0.41-0.52 per layer.)
+    * ``memory_bank`` (efficientnet_lite0): PatchCore's (Roth et al. 2022). The weighted layers'
+      features, standardised per channel by the real spread, are averaged over 3x3 neighbouring
+      cells, resized to one grid (p3's 40x40) and concatenated; a location's score is the squared
+      distance to the nearest patch of a memory bank of real patches: at most
+      ``max_candidates`` of them are kept (an equal random share per image), and greedy coreset
+      subsampling on a random projection picks ``min(max_size, ratio x patches seen)`` rows, so
+      the bank's memory is bounded whatever the number of real images (:data:`MEMORY_BANK`,
+      benchmarks/bench_reference_memory.py). On the seed-0 tuning probe (pixel AUROC / AP):
+      memory bank on p3 + p4, centred, 0.848 / 0.395; the shrunk Gaussian on the same layers
+      0.790 / 0.320, centred 0.824 / 0.361 (per layer, uncentred: p2 0.600, p3 0.773, p4 0.734,
+      p5 0.770); the bank uncentred 0.776; 1024 rows 0.848 (0.841-0.855 over seeds 0-3: the
+      coreset depends on the candidates drawn), 512 0.853, 256 0.854 (0.814 from all 40,000
+      candidates), 4096 of 65,536 candidates (PatchCore's 10%) 0.834-0.838; pooling 1x1 0.804,
+      5x5 0.827; adding p2 0.840, p5 0.797.
+
+    Either way the score is divided by the median over real locations (1 = typical of a real
+    image). Cross-fitted: real images are split into two folds, each real image is scored by the
+    other fold's model, each synthetic image by the model of the fold that does not hold its own
+    paired real image -- the method never sees a synthetic image's twin.
 
 Fusion (both methods): every layer map is upsampled bilinearly to the network input size
 (root attribute ``input_size``, ``align_corners=False`` as torchvision resizes) and the fused
@@ -57,7 +79,10 @@ own: it inherits the root's):
                (``paired``: real images and unpaired synthetic images);
 ``mask``       (image, y, x) bool, ``score > threshold``;
 ``threshold``  (image,) float64, the mask threshold of each image (NaN where not scored);
-``layer_<name>``  (image, ``y_<name>``, ``x_<name>``) float32 weighted layer maps;
+``layer_<name>``  (image, ``y_<name>``, ``x_<name>``) float32 weighted layer maps (memory bank:
+               each layer's share of the squared distance, on the bank's grid);
+``bank``, ``bank_scale``  (memory bank only) (fold, bank_patch, bank_feature) float32 the fitted
+               banks (NaN rows pad the smaller) and (fold, bank_feature) the feature scales;
 attributes ``method``, ``layers``, ``layer_weights`` (JSON), ``fpr``, ``calibration`` (text),
 ``params`` (JSON: components, scales, ``z_star``, ...), ``input_size``, ``fakesegment_nb``.
 Regions are not stored: :func:`fakesegment_nb.segments.find_regions` derives them from ``mask``.
@@ -80,27 +105,47 @@ from .store import image_table, layer_names, open_store
 
 METHODS = ("paired", "reference")
 
-# Layer weights of the fusion, per method and model (layers absent weigh 0). With the seeded
-# random weights CI uses, conv4_3 (stride 8) is the layer that localises paired discrepancies
-# (per-layer pixel AUROC on the seed-0 tuning probe: conv4_3 0.93, fc7 0.64, conv8_2 0.68,
-# conv9_2 0.63); coarser maps (5x5 cells and less on a 300 px input) cannot localise a detail.
-# For the unpaired reference distance conv4_3 ranks the *whole* too-clean render as further
-# from real than its local details (AUROC 0.41), while fc7 and conv8_2 see the details
-# (0.59, 0.64). Chosen on the seed-0 probe with the tuning artifact kinds only;
-# benchmarks/bench_maps.py reports seed 1 and the held-out kinds.
+# Layer weights of the fusion, per method and model (layers absent weigh 0).
+#
+# efficientnet_lite0 (ImageNet weights), chosen on the seed-0 probe with the tuning artifact kinds
+# only (benchmarks/bench_maps.py reports seed 1 and the held-out kinds). Paired, pixel AUROC /
+# AP per layer with 1 - SSIM alone: p2 0.981 / 0.879, p3 0.977 / 0.844, p4 0.975 / 0.793,
+# p5 0.856 / 0.339; with the squared difference alone: p2 0.972 / 0.805, p3 0.991 / 0.869,
+# p4 0.985 / 0.821, p5 0.940 / 0.628. Over a grid of layer weights {0, 0.5, 1} and component
+# mixes, fusing p2 + p3 + p4 with SSIM 1 and squared difference 0.5 reaches 0.994 / 0.891 (the
+# best grid point, 0.9942, differs by less than 0.001); adding p5 (10x10 cells) only blurs it.
+#
+# ssd300_vgg16, measured with the seeded random weights CI uses and kept as a regression guard:
+# conv4_3 (stride 8) is the layer that localises paired discrepancies (per-layer pixel AUROC on
+# the seed-0 tuning probe: conv4_3 0.93, fc7 0.64, conv8_2 0.68, conv9_2 0.63); coarser maps
+# (5x5 cells and less on a 300 px input) cannot localise a detail. For the unpaired reference
+# distance conv4_3 ranks the *whole* too-clean render as further from real than its local
+# details (AUROC 0.41), while fc7 and conv8_2 see the details (0.59, 0.64).
 LAYER_WEIGHTS: dict[str, dict[str, dict[str, float]]] = {
     "paired": {
         "ssd300_vgg16": {"conv4_3": 1.0},
         "ssdlite320_mobilenet_v3_large": {"c4_expand": 1.0, "c5": 0.5},
+        "efficientnet_lite0": {"p2": 1.0, "p3": 1.0, "p4": 1.0},
     },
     "reference": {
         "ssd300_vgg16": {"fc7": 1.0, "conv8_2": 1.0},
         "ssdlite320_mobilenet_v3_large": {"c5": 1.0, "extra1": 1.0},
+        "efficientnet_lite0": {"p3": 1.0, "p4": 1.0},
     },
 }
-# per-layer components of the paired map and their weights
+# Per-layer components of the paired map and their weights, per model (others: the default).
 PAIRED_COMPONENTS = {"ssim": 1.0, "sq": 0.0}
+PAIRED_COMPONENTS_BY_MODEL: dict[str, dict[str, float]] = {
+    "efficientnet_lite0": {"ssim": 1.0, "sq": 0.5},
+}
 SSIM_SIGMA = 1.0
+# The unpaired reference distance per model (others: "gaussian"), and the memory bank's settings
+REFERENCE_DISTANCE: dict[str, str] = {"efficientnet_lite0": "memory_bank"}
+# ... and whether features are first centred per image and channel (:func:`_centre`; others: no)
+REFERENCE_CENTRE: dict[str, bool] = {"efficientnet_lite0": True}
+MEMORY_BANK = {"grid": None, "pool": 3, "ratio": 0.1, "max_size": 1024, "max_candidates": 16384,
+               "projection": 128}
+MEMORY_BANK_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3"}}
 DEFAULT_FPR = 0.05
 SHRINKAGE = 0.1
 SSIM_MIN_CELLS = 7
@@ -162,6 +207,13 @@ def layer_weights(store, weights: dict[str, float] | None = None, method: str = 
     return out
 
 
+def paired_components(store) -> dict[str, float]:
+    """The paired map's component weights for the store's model (:data:`PAIRED_COMPONENTS_BY_MODEL`,
+    else :data:`PAIRED_COMPONENTS`)."""
+    model = str(_tree(store).attrs.get("model", ""))
+    return dict(PAIRED_COMPONENTS_BY_MODEL.get(model, PAIRED_COMPONENTS))
+
+
 def _features(tree, layer: str, idx: np.ndarray) -> np.ndarray:
     """float32 ``(len(idx), C, h, w)`` rows of a layer (non-finite values -> 0)."""
     var = tree["layers"][layer]["features"].variable
@@ -175,7 +227,13 @@ def _features(tree, layer: str, idx: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _real_stats(tree, layer: str, real_idx: np.ndarray, rng: np.random.Generator):
+def _centre(f: np.ndarray) -> np.ndarray:
+    """``(B, C, h, w)`` features minus each image's per-channel median over locations: an
+    image-wide change of a channel (exposure, white balance, missing grain) is not a local detail."""
+    return f - np.median(f.reshape(*f.shape[:2], -1), axis=2)[:, :, None, None]
+
+
+def _real_stats(tree, layer: str, real_idx: np.ndarray, rng: np.random.Generator, centre: bool = False):
     """Per-channel mean and spread of a layer over the real images (up to 256 of them)."""
     idx = real_idx
     if idx.size > MAX_REAL_FOR_SPREAD:
@@ -185,7 +243,8 @@ def _real_stats(tree, layer: str, real_idx: np.ndarray, rng: np.random.Generator
     for chunk in np.array_split(idx, max(1, idx.size // 16)):
         if chunk.size == 0:
             continue
-        f = _features(tree, layer, chunk).astype(np.float64)
+        f = _features(tree, layer, chunk)
+        f = (_centre(f) if centre else f).astype(np.float64)
         s1 = f.sum(axis=(0, 2, 3)) if s1 is None else s1 + f.sum(axis=(0, 2, 3))
         s2 = (f ** 2).sum(axis=(0, 2, 3)) if s2 is None else s2 + (f ** 2).sum(axis=(0, 2, 3))
         n += f.shape[0] * f.shape[2] * f.shape[3]
@@ -271,8 +330,8 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
     weights : per-layer fusion weights overriding :data:`LAYER_WEIGHTS` (e.g. ``{"fc7": 0}``).
     fpr : false-positive rate at which the mask threshold is calibrated (see :func:`calibrate`).
     batch_size : pairs processed at once.
-    components : weights of the per-layer components, default :data:`PAIRED_COMPONENTS`
-        (``"ssim"``: 1 - local SSIM, ``"sq"``: squared difference).
+    components : weights of the per-layer components, default the model's
+        (:func:`paired_components`; ``"ssim"``: 1 - local SSIM, ``"sq"``: squared difference).
 
     Returns
     -------
@@ -290,7 +349,7 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
     if syn.size == 0:
         raise FakesegmentError("the store has no synthetic image paired with a real one, so the "
                                "'paired' method does not apply; use --method reference")
-    comp_w = dict(PAIRED_COMPONENTS if components is None else components)
+    comp_w = dict(paired_components(tree) if components is None else components)
     size = _input_size(tree)
     w = layer_weights(tree, weights, method="paired")
     layers = [l for l in layer_names(tree) if w[l] > 0]
@@ -381,14 +440,16 @@ def _fold_models(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.nda
     return fold, model_of
 
 
-def _gaussian(tree, layer: str, idx: np.ndarray, shrinkage: float, batch_size: int):
-    """Mean and shrunk precision matrix of a layer's real feature vectors (float64)."""
+def _gaussian(tree, layer: str, idx: np.ndarray, shrinkage: float, batch_size: int, centre: bool = False):
+    """Mean and shrunk precision matrix of a layer's real feature vectors (float64); ``centre``:
+    of the features minus each image's per-channel median (:func:`_centre`)."""
     c = tree["layers"][layer]["features"].shape[1]
     s1 = np.zeros(c)
     s2 = np.zeros((c, c))
     n = 0
     for b in _batches(idx.size, batch_size):
-        v = _features(tree, layer, idx[b]).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
+        v = _features(tree, layer, idx[b])
+        v = (_centre(v) if centre else v).transpose(0, 2, 3, 1).reshape(-1, c).astype(np.float64)
         s1 += v.sum(0)
         s2 += v.T @ v
         n += v.shape[0]
@@ -399,18 +460,189 @@ def _gaussian(tree, layer: str, idx: np.ndarray, shrinkage: float, batch_size: i
     return mean, np.linalg.inv(shrunk)
 
 
+# the PatchCore-style memory bank (Roth et al., "Towards Total Recall in Industrial Anomaly
+# Detection", CVPR 2022): locally aware patch features, a greedy coreset, nearest-neighbour distance
+
+
+def neighbourhood_patches(feats: dict[str, torch.Tensor], grid: tuple[int, int], pool: int) -> torch.Tensor:
+    """Locally aware patch features (PatchCore, section 3.1): each layer's ``(B, C_l, h_l, w_l)``
+    map is averaged over a ``pool`` x ``pool`` neighbourhood of cells (stride 1, borders averaged
+    over the cells that exist), resized to ``grid`` (bilinear upwards, area average downwards) and
+    the layers are concatenated along channels in the order of ``feats``: ``(B, sum C_l, *grid)``.
+    """
+    out = []
+    for f in feats.values():
+        if pool > 1:
+            f = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False)
+        if tuple(f.shape[-2:]) != tuple(grid):
+            up = f.shape[-2] < grid[0]
+            f = (F.interpolate(f, size=grid, mode="bilinear", align_corners=False) if up
+                 else F.adaptive_avg_pool2d(f, grid))
+        out.append(f)
+    return torch.cat(out, dim=1)
+
+
+def greedy_coreset(x: torch.Tensor, size: int, *, projection: int = 128, seed: int = 0) -> np.ndarray:
+    """Indices of ``size`` rows of ``x`` ``(N, D)`` chosen by greedy k-center selection, PatchCore's
+    coreset subsampling (Algorithm 1; Sener & Savarese 2018): repeatedly add the row farthest from
+    the rows chosen so far, so every row lies close to a chosen one. Distances are computed after a
+    seeded Gaussian random projection to ``projection`` dimensions (Johnson-Lindenstrauss, as
+    PatchCore does) when ``D`` is larger. Deterministic for a ``seed``; all rows when ``size >= N``.
+    """
+    n, d = x.shape
+    if size >= n:
+        return np.arange(n)
+    if size < 1:
+        raise FakesegmentError(f"the coreset size must be at least 1, got {size}")
+    g = torch.Generator().manual_seed(int(seed))
+    z = x.float()
+    if projection and d > projection:
+        z = z @ (torch.randn(d, projection, generator=g) / projection ** 0.5)
+    chosen = np.empty(size, np.int64)
+    chosen[0] = int(torch.randint(n, (1,), generator=g))
+    sq = (z * z).sum(1)
+    mind = (sq - 2 * (z @ z[chosen[0]]) + sq[chosen[0]]).clamp_min_(0)
+    for i in range(1, size):
+        j = int(torch.argmax(mind))
+        chosen[i] = j
+        torch.minimum(mind, (sq - 2 * (z @ z[j]) + sq[j]).clamp_min_(0), out=mind)
+    return chosen
+
+
+def nearest_patches(queries: torch.Tensor, bank: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """Index of the nearest (Euclidean) bank row ``(M, D)`` of every query row ``(N, D)``,
+    computed in blocks of ``block`` queries (``|q|^2 - 2 q.b + |b|^2``)."""
+    bsq = (bank * bank).sum(1)
+    out = torch.empty(queries.shape[0], dtype=torch.long)
+    for s in range(0, queries.shape[0], block):
+        q = queries[s:s + block]
+        out[s:s + block] = torch.argmin(bsq[None, :] - 2 * (q @ bank.T), dim=1)
+    return out
+
+
+@dataclass
+class MemoryBank:
+    """A fitted memory bank of real patch features (one cross-fitting fold).
+
+    Attributes
+    ----------
+    bank : ``(M, D)`` float32 scaled patch features (``M`` at most ``max_size``).
+    scale : ``(D,)`` float32: the factor each feature was multiplied by, ``sqrt(w_l / sum w /
+        C_l) / sigma_c`` (``sigma_c`` the fold's real spread of channel ``c``), so a squared
+        distance is the weighted mean over layers of the mean squared standardised difference.
+    slices : ``{layer: (start, stop)}`` columns of each layer.
+    patches_seen, candidates : real patches read, and kept for the coreset selection.
+    """
+
+    bank: np.ndarray
+    scale: np.ndarray
+    slices: dict[str, tuple[int, int]]
+    patches_seen: int
+    candidates: int
+
+    def nbytes(self) -> int:
+        return int(self.bank.nbytes + self.scale.nbytes)
+
+
+def _bank_patches(tree, layers, idx, scale_t, grid, pool, centre) -> torch.Tensor:
+    """Scaled locally aware patches of images ``idx``: ``(len(idx), D, *grid)``."""
+    feats = {l: torch.from_numpy(_centre(f) if centre else f) for l in layers
+             for f in [_features(tree, l, idx)]}
+    return neighbourhood_patches(feats, grid, pool) * scale_t[None, :, None, None]
+
+
+def fit_memory_bank(tree, layers: list[str], idx: np.ndarray, w: dict[str, float], grid: tuple[int, int],
+                    pool: int = 3, ratio: float = 0.1, max_size: int = 1024, max_candidates: int = 16384,
+                    projection: int = 128, centre: bool = True, seed: int = 0,
+                    batch_size: int = 16) -> MemoryBank:
+    """Fit a :class:`MemoryBank` on the real images ``idx``, bounded in memory.
+
+    Each image gives ``max_candidates // len(idx)`` of its patches (at least one; a seeded random
+    choice), so the candidates never exceed ``max_candidates`` rows whatever the number of
+    images; the bank is their greedy coreset (:func:`greedy_coreset`) of
+    ``min(max_size, ceil(ratio x patches seen))`` rows. ``centre``: features minus each image's
+    per-channel median (:func:`_centre`), before the spread and the patches.
+    """
+    total = sum(w[l] for l in layers)
+    scales, slices, start = [], {}, 0
+    for l in layers:
+        _, std = _real_stats(tree, l, idx, np.random.default_rng(seed), centre=centre)
+        scales.append(np.sqrt(w[l] / total / std.size) / std)
+        slices[l] = (start, start + std.size)
+        start += std.size
+    scale = np.concatenate(scales).astype(np.float32)
+    scale_t = torch.from_numpy(scale)
+    rng = np.random.default_rng(seed)
+    cells = grid[0] * grid[1]
+    per_image = max(1, min(cells, max_candidates // max(idx.size, 1)))
+    cand = []
+    for b in _batches(idx.size, batch_size):
+        p = _bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
+        p = p.permute(0, 2, 3, 1).reshape(p.shape[0], cells, -1)
+        for row in p:
+            keep = np.sort(rng.choice(cells, per_image, replace=False)) if per_image < cells else slice(None)
+            cand.append(row[keep])
+    cand = torch.cat(cand)
+    if cand.shape[0] > max_candidates:  # more images than max_candidates: one patch of some of them
+        cand = cand[np.sort(rng.choice(cand.shape[0], max_candidates, replace=False))]
+    seen = idx.size * cells
+    size = int(min(max_size, np.ceil(ratio * seen), cand.shape[0]))
+    chosen = greedy_coreset(cand, size, projection=projection, seed=seed)
+    return MemoryBank(cand[chosen].numpy().copy(), scale, slices, int(seen), int(cand.shape[0]))
+
+
+def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size, bank_params):
+    """Per-layer squared-distance maps (on the bank's grid) of ``targets``, each scored against the
+    bank of the fold ``model_of`` names; plus the two banks."""
+    grid_layer = bank_params["grid"]
+    grid = tuple(tree["layers"][grid_layer]["features"].shape[2:])
+    dom_real = np.flatnonzero(fold >= 0)
+    out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
+    banks = []
+    fit = {k: v for k, v in bank_params.items() if k != "grid"}
+    for k in (0, 1):
+        mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
+        banks.append(mb)
+        bank_t = torch.from_numpy(mb.bank)
+        scale_t = torch.from_numpy(mb.scale)
+        sel = np.flatnonzero(model_of[targets] == k)
+        for b in _batches(sel.size, batch_size):
+            rows = sel[b]
+            q = _bank_patches(tree, layers, targets[rows], scale_t, grid, fit["pool"], fit["centre"])
+            q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+            diff = (q - bank_t[nearest_patches(q, bank_t)]) ** 2
+            for l, (a, z) in mb.slices.items():
+                # the layer's share of the squared distance, undone from its fusion weight
+                d = diff[:, a:z].sum(1) * (sum(w[x] for x in layers) / w[l])
+                out[l][rows] = d.reshape(rows.size, *grid).numpy()
+    return out, banks
+
+
 def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = DEFAULT_FPR,
-                   shrinkage: float = SHRINKAGE, seed: int = 0, batch_size: int = 16) -> Maps:
+                   shrinkage: float = SHRINKAGE, seed: int = 0, batch_size: int = 16,
+                   distance: str | None = None, bank: dict | None = None, centre: bool | None = None) -> Maps:
     """Compute the unpaired ``reference`` maps of every synthetic and real image.
 
-    Per layer, a Gaussian is fitted to the real images' feature vectors (all locations) with
-    its covariance shrunk towards a multiple of the identity, ``(1 - a) S + a tr(S)/C I``; a
-    location's score is its squared Mahalanobis distance divided by the number of channels,
-    then by the median over real locations (1 = typical for a real image).
+    Two distances to the real images (``distance``; default the model's,
+    :data:`REFERENCE_DISTANCE`):
+
+    ``"gaussian"``: per layer, a Gaussian fitted to the real images' feature vectors (all
+    locations) with its covariance shrunk towards a multiple of the identity,
+    ``(1 - a) S + a tr(S)/C I``; a location's score is its squared Mahalanobis distance divided
+    by the number of channels, then by the median over real locations (1 = typical for a real
+    image).
+
+    ``"memory_bank"``: PatchCore's (Roth et al. 2022): the weighted layers' features, each
+    standardised by the real spread per channel and averaged over a neighbourhood of cells, are
+    resized to one grid and concatenated (:func:`neighbourhood_patches`); a location's score is
+    the squared distance to its nearest patch in a memory bank of real patches, reduced by greedy
+    coreset subsampling and capped (:func:`fit_memory_bank`), divided by the median over real
+    locations. The squared distance is a sum over layers, stored as the ``layer_<name>`` maps
+    (on the grid).
 
     Cross-fitting: the real images are split into two folds; each real image is scored by the
-    other fold's Gaussian (these are the scores the threshold is calibrated on), and each
-    synthetic image by the Gaussian of the fold that does not hold its paired real image (if
+    other fold's model (these are the scores the threshold is calibrated on), and each
+    synthetic image by the model of the fold that does not hold its paired real image (if
     it has one), so the method never sees a synthetic image's own twin.
 
     Parameters
@@ -418,9 +650,16 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     store : path/URL of a feature store or an open DataTree.
     weights : per-layer fusion weights overriding :data:`LAYER_WEIGHTS`.
     fpr : false-positive rate on the real images' cross-fitted scores for the mask threshold.
-    shrinkage : ``a`` above, in [0, 1].
-    seed : seed for the fold of synthetic images without a partner.
+    shrinkage : ``a`` above, in [0, 1] (``"gaussian"``).
+    seed : seed for the fold of synthetic images without a partner, and of the memory bank's
+        candidates and coreset.
     batch_size : images read at once.
+    distance : ``"gaussian"`` or ``"memory_bank"``.
+    bank : memory-bank settings overriding :data:`MEMORY_BANK` and the model's
+        :data:`MEMORY_BANK_BY_MODEL` (``grid``, ``pool``, ``ratio``, ``max_size``,
+        ``max_candidates``, ``projection``).
+    centre : subtract each image's per-channel median from its features first (default the
+        model's, :data:`REFERENCE_CENTRE`).
 
     Returns
     -------
@@ -429,7 +668,8 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     Raises
     ------
     FakesegmentError
-        Fewer than two real images (nothing to compare with after cross-fitting).
+        Fewer than two real images (nothing to compare with after cross-fitting), or a bad
+        ``shrinkage``, ``distance`` or ``bank`` setting.
     """
     t0 = time.perf_counter()
     tree = _tree(store)
@@ -440,6 +680,11 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
         raise FakesegmentError("the reference method needs at least two real images in the store")
     if not 0 <= shrinkage <= 1:
         raise FakesegmentError(f"shrinkage must be in [0, 1], got {shrinkage}")
+    model = str(tree.attrs.get("model", ""))
+    distance = distance or REFERENCE_DISTANCE.get(model, "gaussian")
+    centre = REFERENCE_CENTRE.get(model, False) if centre is None else bool(centre)
+    if distance not in ("gaussian", "memory_bank"):
+        raise FakesegmentError(f"unknown distance {distance!r}; choose 'gaussian' or 'memory_bank'")
     syn_idx = np.flatnonzero(dom == "synthetic")
     size = _input_size(tree)
     w = layer_weights(tree, weights, method="reference")
@@ -447,34 +692,88 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     fold, model_of = _fold_models(table, seed)
     targets = np.concatenate([syn_idx, real_idx])
     real_rows = np.arange(syn_idx.size, targets.size)
-    layer_maps: dict[str, np.ndarray] = {}
-    layer_scales: dict[str, float] = {}
+    extra = {}
+    if distance == "gaussian":
+        layer_maps = _gaussian_layer_maps(tree, layers, real_idx, fold, model_of, targets, shrinkage, batch_size,
+                                          centre)
+        params = {"distance": "squared Mahalanobis / channels, shrunk covariance", "shrinkage": shrinkage}
+    else:
+        bp = memory_bank_params(tree, layers, bank)
+        layer_maps, banks = _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size,
+                                                    {**bp, "seed": seed, "centre": centre})
+        params = {"distance": "memory_bank", "bank": bp, "bank_sizes": [b.bank.shape[0] for b in banks],
+                  "patches_seen": [b.patches_seen for b in banks], "candidates": [b.candidates for b in banks],
+                  "slices": banks[0].slices}
+        extra = {"bank": (("fold", "bank_patch", "bank_feature"), _stack_banks([b.bank for b in banks])),
+                 "bank_scale": (("fold", "bank_feature"), np.stack([b.scale for b in banks]))}
+    # 1 = typical of a real location: every layer map divided by the median over real locations of
+    # the layer's (gaussian) or of the total (memory_bank: the layers share one nearest neighbour)
+    layer_scales = {}
+    if distance == "gaussian":
+        for layer in layers:
+            layer_scales[layer] = float(np.median(layer_maps[layer][real_rows])) or 1.0
+    else:
+        total = sum(w[l] for l in layers)
+        joint = sum(layer_maps[l][real_rows] * (w[l] / total) for l in layers)
+        layer_scales = dict.fromkeys(layers, float(np.median(joint)) or 1.0)
+    layer_maps = {l: m / layer_scales[l] for l, m in layer_maps.items()}
+    fused = _fuse(layer_maps, w, size)
+    threshold = calibrate(fused[real_rows], fpr)
+    ds = _dataset(tree, "reference", targets, fused, layer_maps, w, size, threshold, fpr,
+                  calibration="real images scored by the model of the other fold "
+                              "(cross-fitted); threshold = 1 - fpr quantile of their scores",
+                  params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
+                  n_img=len(table), extra=extra)
+    return Maps("reference", ds, time.perf_counter() - t0)
+
+
+def _stack_banks(banks: list[np.ndarray]) -> np.ndarray:
+    """Two folds' banks in one array, the smaller padded with NaN rows."""
+    m = max(b.shape[0] for b in banks)
+    out = np.full((len(banks), m, banks[0].shape[1]), np.nan, np.float32)
+    for k, b in enumerate(banks):
+        out[k, :b.shape[0]] = b
+    return out
+
+
+def memory_bank_params(store, layers: list[str], bank: dict | None = None) -> dict:
+    """The memory-bank settings for the store's model (:data:`MEMORY_BANK`, the model's
+    :data:`MEMORY_BANK_BY_MODEL`, then ``bank``), checked."""
+    tree = _tree(store)
+    out = {**MEMORY_BANK, **MEMORY_BANK_BY_MODEL.get(str(tree.attrs.get("model", "")), {}), **(bank or {})}
+    unknown = set(out) - set(MEMORY_BANK)
+    if unknown:
+        raise FakesegmentError(f"unknown memory-bank setting {', '.join(sorted(unknown))}; "
+                               f"choose from {', '.join(MEMORY_BANK)}")
+    if out["grid"] is None:  # the finest weighted layer
+        out["grid"] = max(layers, key=lambda l: tree["layers"][l]["features"].shape[2])
+    if out["grid"] not in layer_names(tree):
+        raise FakesegmentError(f"bank grid {out['grid']!r} is not a layer of the store")
+    if not 0 < out["ratio"] <= 1 or out["max_size"] < 1 or out["max_candidates"] < 1 or out["pool"] < 1:
+        raise FakesegmentError("bank ratio must be in (0, 1]; max_size, max_candidates and pool at least 1")
+    return out
+
+
+def _gaussian_layer_maps(tree, layers, real_idx, fold, model_of, targets, shrinkage, batch_size, centre):
+    """Per-layer squared Mahalanobis distance / channels of ``targets`` (cross-fitted)."""
+    layer_maps = {}
     for layer in layers:
         c, h, wd = tree["layers"][layer]["features"].shape[1:]
         out = np.zeros((targets.size, h, wd), np.float32)
         for k in (0, 1):
-            mean, prec = _gaussian(tree, layer, real_idx[fold[real_idx] == k], shrinkage, batch_size)
+            mean, prec = _gaussian(tree, layer, real_idx[fold[real_idx] == k], shrinkage, batch_size, centre)
             prec_t = torch.from_numpy(prec.astype(np.float32))
             mean_t = torch.from_numpy(mean.astype(np.float32))
             sel = np.flatnonzero(model_of[targets] == k)
             for b in _batches(sel.size, batch_size):
                 rows = sel[b]
-                v = torch.from_numpy(_features(tree, layer, targets[rows])).permute(0, 2, 3, 1).reshape(-1, c)
+                f = _features(tree, layer, targets[rows])
+                v = torch.from_numpy(_centre(f) if centre else f).permute(0, 2, 3, 1).reshape(-1, c)
                 v = v - mean_t
                 d = ((v @ prec_t) * v).sum(1) / c
                 out[rows] = d.reshape(rows.size, h, wd).numpy()
-        scale = float(np.median(out[real_rows])) or 1.0
-        layer_scales[layer] = scale
-        layer_maps[layer] = out / scale
-    fused = _fuse(layer_maps, w, size)
-    threshold = calibrate(fused[real_rows], fpr)
-    ds = _dataset(tree, "reference", targets, fused, layer_maps, w, size, threshold, fpr,
-                  calibration="real images scored by the Gaussian of the other fold "
-                              "(cross-fitted); threshold = 1 - fpr quantile of their scores",
-                  params={"distance": "squared Mahalanobis / channels, shrunk covariance",
-                          "shrinkage": shrinkage, "folds": 2, "seed": seed, "layer_scales": layer_scales},
-                  n_img=len(table))
-    return Maps("reference", ds, time.perf_counter() - t0)
+        layer_maps[layer] = out
+    return layer_maps
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,7 +826,7 @@ def calibrate(null_scores: np.ndarray, fpr: float = DEFAULT_FPR) -> float:
 
 
 def _dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr, calibration, params,
-             n_img) -> xr.Dataset:
+             n_img, extra=None) -> xr.Dataset:
     from . import __version__
 
     score = np.full((n_img, *size), np.nan, np.float32)
@@ -542,6 +841,7 @@ def _dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr, cal
         full = np.full((n_img, *m.shape[1:]), np.nan, np.float32)
         full[idx] = m * (w[layer] / total)
         data[f"layer_{layer}"] = (("image", f"y_{layer}", f"x_{layer}"), full)
+    data.update(extra or {})
     attrs = {"method": method, "layers": list(layer_maps), "layer_weights": json.dumps(w),
              "fpr": float(fpr), "calibration": calibration,
              "params": json.dumps(params), "input_size": list(size), "fakesegment_nb": __version__}

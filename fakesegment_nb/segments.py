@@ -13,7 +13,9 @@ layer's contribution splits (up to the bilinear upsampling) into per-channel con
   drift-removed, spread-normalised difference and ``term_ssim,c`` = 1 - SSIM of channel ``c``,
   averaged over the region's cells (cells weighted by how much of them the region covers);
 * ``reference``: the squared Mahalanobis distance ``v' P v = sum_c v_c (P v)_c`` split by
-  channel (a channel may contribute negatively), with the same fold's Gaussian as the map.
+  channel (a channel may contribute negatively), with the same fold's Gaussian as the map; with
+  the memory bank, the squared distance to the nearest bank patch ``sum_c (q_c - b_c)^2`` split
+  by channel, with the stored bank of the same fold.
 
 Channels are the stored ``channel`` indices of ``layers/<name>/features``: open them with
 :func:`fakesegment_nb.store.feature_map`.
@@ -29,8 +31,8 @@ import pandas as pd
 import torch
 
 from .errors import FakesegmentError
-from .maps import (PAIRED_COMPONENTS, SSIM_MIN_CELLS, SSIM_SIGMA, _features, _fold_models, _gaussian, _input_size,
-                   _real_stats, _tree, read_maps)
+from .maps import (PAIRED_COMPONENTS, SSIM_MIN_CELLS, SSIM_SIGMA, _bank_patches, _centre, _features, _fold_models,
+                   _gaussian, _input_size, _real_stats, _tree, nearest_patches, read_maps)
 from .store import image_table
 
 REGION_COLUMNS = ["image", "region", "y0", "x0", "y1", "x1", "area", "mean_score", "max_score",
@@ -172,6 +174,36 @@ def _cell_weights(mask: np.ndarray, h: int, w: int) -> np.ndarray:
     return torch.nn.functional.adaptive_avg_pool2d(t, (h, w))[0, 0].numpy()
 
 
+def _top(per: np.ndarray, top: int):
+    order = np.argsort(-per)[:top]
+    return [(ch, per[ch]) for ch in order]
+
+
+def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarray]:
+    """Per layer, per channel: the region's (cell-weighted) squared difference to the nearest
+    patch of the stored memory bank of the image's fold, undone from the layer's fusion weight
+    and divided by the map's scale (so that times ``w_l / sum w`` it sums to the layer's share)."""
+    table = image_table(tree)
+    _, model_of = _fold_models(table, int(params.get("seed", 0)))
+    k = int(model_of[pos])
+    bank = np.asarray(ds["bank"].values[k], np.float32)
+    bank = torch.from_numpy(bank[np.isfinite(bank).all(1)])
+    scale = torch.from_numpy(np.asarray(ds["bank_scale"].values[k], np.float32))
+    slices = params["slices"]
+    layers = list(slices)
+    grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
+    q = _bank_patches(tree, layers, np.array([pos]), scale, grid, int(params["bank"]["pool"]),
+                      bool(params.get("centre", False)))
+    q = q[0].reshape(q.shape[1], -1).T
+    diff = ((q - bank[nearest_patches(q, bank)]) ** 2).numpy()
+    cw = _cell_weights(m, *grid).reshape(-1, 1)
+    cw = cw / cw.sum() if cw.sum() > 0 else cw
+    weights = json.loads(ds.attrs["layer_weights"])
+    wsum = sum(weights[l] for l in layers)
+    return {l: (diff[:, a:z] * cw).sum(0) * (wsum / weights[l]) / params["layer_scales"][l]
+            for l, (a, z) in slices.items()}
+
+
 def attribute(store, image: str, region: int | None = None, box=None, method: str = "paired",
               top: int = 10) -> Attribution:
     """Per-layer and per-channel contributions to a region's mean score.
@@ -208,8 +240,14 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
     table = image_table(tree)
     real_idx = np.flatnonzero(table["domain"].to_numpy() == "real")
     rows = []
+    bank_terms = (_bank_terms(tree, ds, params, pos, m) if method == "reference"
+                  and params.get("distance") == "memory_bank" else None)
     for layer in contrib:
         c, h, w = tree["layers"][layer]["features"].shape[1:]
+        if bank_terms is not None:
+            rows.extend({"layer": layer, "channel": int(ch), "contribution": float(v)}
+                        for ch, v in _top(bank_terms[layer] * weights[layer] / wsum, top))
+            continue
         cw = _cell_weights(m, h, w)
         cw = cw / cw.sum() if cw.sum() > 0 else cw
         lw = weights[layer] / wsum
@@ -244,14 +282,12 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
         else:
             fold, model_of = _fold_models(table, int(params.get("seed", 0)))
             members = real_idx[fold[real_idx] == model_of[pos]]
-            mean, prec = _gaussian(tree, layer, members, float(params.get("shrinkage", 0.1)), 16)
-            v = fs[0].reshape(c, -1).T.astype(np.float64) - mean
+            centre = bool(params.get("centre", False))
+            mean, prec = _gaussian(tree, layer, members, float(params.get("shrinkage", 0.1)), 16, centre)
+            v = (_centre(fs) if centre else fs)[0].reshape(c, -1).T.astype(np.float64) - mean
             pv = v @ prec
             per = ((v * pv) * cw.reshape(-1, 1)).sum(0) / c / params["layer_scales"][layer]
-        per = per * lw
-        order = np.argsort(-per)[:top]
-        for ch in order:
-            rows.append({"layer": layer, "channel": int(ch), "contribution": float(per[ch])})
+        rows.extend({"layer": layer, "channel": int(ch), "contribution": float(v)} for ch, v in _top(per * lw, top))
     channels = pd.DataFrame(rows, columns=["layer", "channel", "contribution"])
     channels["share"] = channels["contribution"] / total if total else np.nan
     channels = channels.sort_values("contribution", ascending=False, ignore_index=True)

@@ -1,7 +1,9 @@
 """Shared, built-once data for the probe / maps / evaluate tests.
 
 One small probe (10 pairs, seed 0 -- the tuning seed) extracted with the default model and the
-seeded random weights CI can use, with maps of both methods; and a tiny store without pairs.
+seeded random weights CI can use, with maps of both methods; the same kind of probe (8 pairs)
+extracted with efficientnet_lite0 and its packaged ImageNet weights, with maps; and a tiny store
+without pairs.
 Each is built once per test process (lru_cache) in a temporary folder.
 """
 
@@ -19,6 +21,7 @@ SMALL_N = 10
 SEED = 0
 MODEL = "ssd300_vgg16"
 WEIGHTS = "random:0"
+LITE0_N = 8
 
 
 @lru_cache(maxsize=None)
@@ -33,6 +36,22 @@ def small_probe() -> tuple[Path, Path]:
     make_probe(probe, n=SMALL_N, seed=SEED)
     store = root / "store.zarr"
     extract(probe / "real", probe / "synthetic", store, model=MODEL, weights=WEIGHTS, progress=False)
+    compute_maps(store, "all")
+    return probe, store
+
+
+@lru_cache(maxsize=None)
+def lite0_probe() -> tuple[Path, Path]:
+    """(probe folder, efficientnet_lite0 store, trained weights, with paired and reference maps)."""
+    from fakesegment_nb.extract import extract
+    from fakesegment_nb.maps import compute_maps
+    from fakesegment_nb.probe import make_probe
+
+    root = Path(tempfile.mkdtemp(prefix="fakesegment-lite0-"))
+    probe = root / "probe"
+    make_probe(probe, n=LITE0_N, seed=SEED, kinds="tuning")
+    store = root / "store.zarr"
+    extract(probe / "real", probe / "synthetic", store, model="efficientnet_lite0", weights="auto", progress=False)
     compute_maps(store, "all")
     return probe, store
 

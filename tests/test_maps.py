@@ -15,7 +15,7 @@ from fakesegment_nb.maps import calibrate, compute_maps, paired_maps, read_maps,
 from fakesegment_nb.segments import REGION_COLUMNS, attribute, find_regions, region_mask
 from fakesegment_nb.store import image_table, open_store
 
-from probe_support import copy_store, small_probe, unpaired_store
+from probe_support import copy_store, lite0_probe, small_probe, unpaired_store
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 
@@ -157,3 +157,111 @@ def test_cli_maps(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "maps/reference" in proc.stdout
     assert read_maps(store, "reference").attrs["fpr"] == 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# efficientnet_lite0 (trained): per-model choices and the memory bank
+
+
+def test_lite0_maps_record_their_choices():
+    from fakesegment_nb.maps import LAYER_WEIGHTS, PAIRED_COMPONENTS_BY_MODEL
+
+    _, store = lite0_probe()
+    tree = open_store(store)
+    assert tree.attrs["weights_trained"] and tree.attrs["model"] == "efficientnet_lite0"
+    paired = read_maps(store, "paired")
+    assert json.loads(paired.attrs["layer_weights"]) == {
+        l: LAYER_WEIGHTS["paired"]["efficientnet_lite0"].get(l, 0.0) for l in ("p2", "p3", "p4", "p5")}
+    assert json.loads(paired.attrs["params"])["components"] == PAIRED_COMPONENTS_BY_MODEL["efficientnet_lite0"]
+    ref = read_maps(store, "reference")
+    params = json.loads(ref.attrs["params"])
+    assert params["distance"] == "memory_bank" and params["centre"] is True
+    assert params["bank"]["grid"] == "p3" and params["bank"]["pool"] == 3
+    assert params["slices"] == {"p3": [0, 40], "p4": [40, 152]}
+    # the fitted banks are kept (for attribution), one per fold, as big as params says
+    assert ref["bank"].shape[0] == 2 and ref["bank"].shape[2] == 152
+    for k, n in enumerate(params["bank_sizes"]):
+        assert np.isfinite(ref["bank"].values[k, :n]).all() and np.isnan(ref["bank"].values[k, n:]).all()
+
+
+def test_lite0_reference_threshold_is_calibrated_on_real_images():
+    _, store = lite0_probe()
+    ds = read_maps(store, "reference")
+    real = (image_table(store)["domain"] == "real").to_numpy()
+    assert abs(ds["mask"].values[real].mean() - ds.attrs["fpr"]) < 0.005
+    # real images are scored by the other fold's bank: a bank holding every patch of an image
+    # would give it distance 0 everywhere
+    assert (np.nanmax(ds["score"].values[real], axis=(1, 2)) > 0).all()
+    assert (np.median(ds["score"].values[real], axis=(1, 2)) > 0.1).all()
+
+
+def test_cross_fitting_never_scores_an_image_against_its_twin():
+    from fakesegment_nb.maps import _fold_models
+
+    _, store = lite0_probe()
+    table = image_table(store)
+    fold, model_of = _fold_models(table)
+    pos = {k: i for i, k in enumerate(table.index)}
+    real = np.flatnonzero(fold >= 0)
+    assert set(fold[real]) == {0, 1} and (model_of[real] != fold[real]).all()
+    syn = np.flatnonzero(table["domain"].to_numpy() == "synthetic")
+    assert syn.size and all(model_of[i] != fold[pos[table["pair"].iloc[i]]] for i in syn)
+
+
+def test_memory_bank_stays_bounded_as_real_images_grow():
+    from fakesegment_nb.maps import fit_memory_bank
+
+    _, store = lite0_probe()
+    tree = open_store(store, chunks=None)
+    real = np.flatnonzero(image_table(tree)["domain"].to_numpy() == "real")
+    w = {"p3": 1.0, "p4": 1.0}
+    sizes = []
+    for n in (2, 4, 8):
+        mb = fit_memory_bank(tree, ["p3", "p4"], real[:n], w, (40, 40), max_size=300, max_candidates=2000)
+        assert mb.patches_seen == n * 1600
+        assert mb.candidates <= 2000 and mb.bank.shape == (min(300, int(np.ceil(0.1 * n * 1600))), 152)
+        sizes.append(mb.nbytes())
+    assert sizes[1] == sizes[2]  # capped: 8 images cost what 4 do
+    with pytest.raises(FakesegmentError, match="bank ratio"):
+        from fakesegment_nb.maps import reference_maps
+
+        reference_maps(store, bank={"ratio": 0})
+    with pytest.raises(FakesegmentError, match="unknown memory-bank setting"):
+        reference_maps(store, bank={"size": 10})
+
+
+def test_greedy_coreset_is_deterministic_and_covers():
+    import torch
+
+    from fakesegment_nb.maps import greedy_coreset
+
+    # one big cloud and ten small clusters far from it and from each other: a random subset of
+    # 100 rows misses some clusters, a coreset must not
+    rng = np.random.default_rng(0)
+    far = rng.normal(scale=20.0, size=(10, 200))
+    x = np.concatenate([rng.normal(size=(2900, 200)), (far[:, None] + rng.normal(size=(10, 10, 200))).reshape(100, 200)])
+    x = torch.from_numpy(x.astype(np.float32))
+    a = greedy_coreset(x, 100, seed=1)
+    assert np.array_equal(a, greedy_coreset(x, 100, seed=1))
+    assert not np.array_equal(a, greedy_coreset(x, 100, seed=2))
+    assert np.unique(a).size == 100
+    np.testing.assert_array_equal(greedy_coreset(x, 5000), np.arange(3000))
+
+    def radius(idx):  # largest distance from a row to its nearest chosen row
+        return float(torch.cdist(x, x[torch.from_numpy(np.asarray(idx))]).min(1).values.max())
+
+    rnd = np.random.default_rng(0).choice(3000, 100, replace=False)
+    assert radius(a) < 0.5 * radius(rnd)
+
+
+def test_lite0_reference_attribution_adds_up():
+    _, store = lite0_probe()
+    regs = find_regions(store, "reference")
+    assert len(regs) > 0
+    r = regs.iloc[0]
+    a = attribute(store, r.image, region=int(r.region), method="reference", top=10_000)
+    assert a.layers["contribution"].sum() == pytest.approx(a.score, rel=1e-3)
+    per_layer = a.channels.groupby("layer")["contribution"].sum()
+    for _, row in a.layers.iterrows():
+        assert per_layer[row.layer] == pytest.approx(row.contribution, rel=0.15)
+    assert (a.channels["contribution"] >= 0).all()  # squared differences
