@@ -1,0 +1,196 @@
+"""Training the enhancer with the feature-space realism loss.
+
+The objective, for a batch of synthetic images ``s``, enhanced ``e = E(s)``, and a batch of
+real images ``r`` (not the same scenes; DESIGN.md section 2)::
+
+    L = sum_l  w_l * unpaired_l(e, r)                  FeatureRealismLoss, statistics matching
+      + paired_weight * paired(e, twin(s))             where s has a real twin (same stem)
+      + content_weight * | pool_k(e) - pool_k(s) |_1   the content term
+
+``w_l`` = 1 / ``unpaired_l`` of the first batch before any training, so every training layer
+starts at 1 whatever the scale of its features. The content term compares ``k x k``-averaged
+images: the enhancer may change grain, sharpness and colour, not the scene.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import __version__
+from ..errors import FakesegmentError, ImageError
+from ..images import load_rgb
+from ..manifest import scan_folder
+from .data import ImageFiles, infinite_loader, paired_keys, training_transform
+from .network import Enhancer, save_enhancer
+
+__all__ = ["train_enhancer", "TrainResult", "DEFAULT_MODEL", "DEFAULT_LAYERS", "DEFAULT_STEPS"]
+
+DEFAULT_MODEL = "efficientnet_lite0"
+# chosen by measurement on the tuning probe (seed 0): docs/loss.md
+DEFAULT_LAYERS = ("p2", "p3")
+# training layers when none are given: these for the models named, every layer otherwise
+TRAIN_LAYERS = {DEFAULT_MODEL: DEFAULT_LAYERS}
+DEFAULT_STEPS = 150
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_enhancer` made: the network, its metadata (what the file records),
+    the loss at each step (``total, realism, paired, content``) and where it was saved."""
+
+    enhancer: Enhancer
+    meta: dict
+    history: list[dict] = field(default_factory=list)
+    path: Path | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _deterministic():
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)
+
+
+def _readable(entries, domain: str, notes: list[str]):
+    good = []
+    for e in entries:
+        try:
+            load_rgb(e.path)
+            good.append(e)
+        except ImageError as exc:
+            notes.append(f"skipped unreadable {domain} image: {exc}")
+    if not good:
+        raise FakesegmentError(f"no readable {domain} image to train on")
+    return good
+
+
+def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, weights: str = "auto",
+                   layers: Sequence[str] | None = None, steps: int = DEFAULT_STEPS,
+                   batch_size: int = 4, seed: int = 0, device: str = "cpu", lr: float = 2e-3,
+                   content_weight: float = 1.0, content_pool: int = 4, paired_weight: float = 0.0,
+                   width: int = 16, depth: int = 3, progress: bool = True) -> TrainResult:
+    """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
+
+    Parameters
+    ----------
+    real, synthetic : image folders (recursive; as ``fakesegment extract`` reads them).
+    out : where to save the enhancer file (None: not saved).
+    model, weights, layers : the frozen network the realism loss runs on
+        (:func:`~fakesegment_nb.weights.load_backbone`) and its training layers (default
+        :data:`DEFAULT_LAYERS` for ``efficientnet_lite0``, every layer for other models).
+    steps : optimisation steps, each on ``batch_size`` synthetic and ``batch_size`` real images.
+    seed : fixes the initialisation, the batches, the augmentations and the grain: the same
+        seed and data give the same state dict on the CPU.
+    lr : Adam's learning rate.
+    content_weight, content_pool : weight of the content term and its averaging window.
+    paired_weight : weight of FeatureRealismLoss's paired term for synthetic images with a real
+        twin of the same stem (0: statistics matching only).
+    width, depth : the enhancer's residual stack.
+    """
+    from tqdm.auto import tqdm
+
+    from ..loss import FeatureRealismLoss
+    from ..weights import load_backbone
+
+    if int(steps) != steps or steps < 1:
+        raise FakesegmentError(f"steps must be a whole number of at least 1 (--steps), got {steps}")
+    if batch_size < 1:
+        raise FakesegmentError(f"batch_size must be at least 1, got {batch_size}")
+    for name, v in (("content_weight", content_weight), ("paired_weight", paired_weight)):
+        if not v >= 0:
+            raise FakesegmentError(f"{name} must be >= 0, got {v}")
+    if content_pool < 1 or lr <= 0:
+        raise FakesegmentError("content_pool must be >= 1 and lr > 0")
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    real_e = _readable(scan_folder(real, "real"), "real", notes)
+    syn_e = _readable(scan_folder(synthetic, "synthetic"), "synthetic", notes)
+    layers = list(layers) if layers else list(TRAIN_LAYERS.get(model, ())) or None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backbone, info = load_backbone(model, weights, layers, device)
+    for w in caught:
+        notes.append(str(w.message))
+    if not info.trained:
+        notes.append(f"the realism loss runs on untrained weights ({info.label}): the enhancer learns "
+                     "nothing a trained network would call realistic")
+    layers = list(backbone.layers)
+    size = int(backbone.input_size[0])
+    twins = paired_keys(real_e, syn_e) if paired_weight > 0 else {}
+    transform = training_transform(size)
+    syn_ds = ImageFiles(syn_e, transform, [twins.get(e.path) for e in syn_e] if twins else None)
+    if twins and len(twins) < len(syn_e):
+        syn_e = [e for e in syn_e if e.path in twins]  # the paired term needs every batch paired
+        syn_ds = ImageFiles(syn_e, transform, [twins[e.path] for e in syn_e])
+        notes.append(f"paired term: training on the {len(syn_e)} synthetic images with a real twin")
+    real_ds = ImageFiles(real_e, transform)
+
+    with _deterministic():
+        torch.manual_seed(seed)
+        enhancer = Enhancer(width=width, depth=depth).to(device)
+        realism = FeatureRealismLoss(backbone, layers=layers, mode="unpaired")
+        paired = FeatureRealismLoss(backbone, layers=layers, mode="paired") if twins else None
+        syn_loader = infinite_loader(syn_ds, batch_size, int(steps), seed * 2 + 1)
+        real_loader = infinite_loader(real_ds, batch_size, int(steps), seed * 2 + 2)
+        grain = torch.Generator(device="cpu")
+        grain.manual_seed(int(seed))
+        opt = torch.optim.Adam(enhancer.parameters(), lr=lr)
+        history: list[dict] = []
+        layer_weights: dict[str, float] = {}
+        bar = tqdm(total=int(steps), desc="enhance train", unit="step", disable=not progress, file=sys.stderr)
+        try:
+            for step, (sb, rb) in enumerate(zip(syn_loader, real_loader)):
+                syn, twin = (sb[0], sb[1]) if twins else (sb, None)
+                syn, rb = syn.to(device), rb.to(device)
+                if step == 0:  # every layer's gap starts at 1
+                    with torch.no_grad():
+                        for l in layers:
+                            g = float(FeatureRealismLoss(backbone, layers=[l], mode="unpaired")(syn, rb))
+                            layer_weights[l] = 1.0 / g if g > 0 else 1.0
+                    realism = FeatureRealismLoss(backbone, layers=layers, layer_weights=layer_weights,
+                                                 mode="unpaired")
+                noise = torch.randn(syn.shape, generator=grain).to(device)
+                enhanced = enhancer(syn, noise=noise)
+                r = realism(enhanced, rb)
+                p = paired(enhanced, twin.to(device)) if paired is not None else torch.zeros(())
+                c = F.l1_loss(F.avg_pool2d(enhanced, content_pool), F.avg_pool2d(syn, content_pool))
+                total = r + paired_weight * p + content_weight * c
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+                history.append({"step": step + 1, "total": float(total.detach()), "realism": float(r.detach()),
+                                "paired": float(p), "content": float(c)})
+                bar.set_postfix(loss=f"{float(total):.4f}", realism=f"{float(r):.4f}")
+                bar.update()
+        finally:
+            bar.close()
+    enhancer.eval()
+    seconds = time.perf_counter() - t0
+    meta = {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
+            "layers": layers, "input_size": size,
+            "loss": {"realism": "FeatureRealismLoss unpaired (statistics matching)", "layer_weights": layer_weights,
+                     "paired_weight": float(paired_weight), "content": "L1 of avg_pool(k) images",
+                     "content_weight": float(content_weight), "content_pool": int(content_pool)},
+            "optimizer": {"name": "Adam", "lr": float(lr), "batch_size": int(batch_size)},
+            "steps": int(steps), "seed": int(seed), "enhancer": dict(enhancer.config),
+            "real": str(real), "synthetic": str(synthetic), "n_real": len(real_e), "n_synthetic": len(syn_e),
+            "n_pairs": len(twins), "final_loss": history[-1]["total"] if history else None,
+            "train_seconds": round(seconds, 1), "fakesegment_nb": __version__, "torch": str(torch.__version__)}
+    res = TrainResult(enhancer.cpu(), meta, history, None, seconds, notes)
+    if out is not None:
+        res.path = save_enhancer(res.enhancer, out, meta)
+    return res
