@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--content-weight", type=float, default=None)
     ap.add_argument("--paired-weight", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--global-lr", type=float, default=None)
+    ap.add_argument("--momentum", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--enhancer", help="measure this enhancer file (trained on this probe's training half "
                     "with the same --seed) instead of training one")
@@ -87,7 +89,8 @@ def main(argv=None) -> int:
     split = holdout_split(probe / "real", probe / "synthetic", work / f"split_s{args.seed}_n{n}", seed=args.seed)
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]
     extra = {k: v for k, v in (("content_weight", args.content_weight), ("paired_weight", args.paired_weight),
-                               ("lr", args.lr), ("batch_size", args.batch_size)) if v is not None}
+                               ("lr", args.lr), ("batch_size", args.batch_size), ("global_lr", args.global_lr),
+                               ("momentum", args.momentum)) if v is not None}
     t = time.perf_counter()
     if args.enhancer:
         net, meta = load_enhancer(args.enhancer)

@@ -96,9 +96,11 @@ def test_apply_writes_same_relative_paths_any_image_kind_reproducibly(trained, t
     assert len(ssim) == len(sizes) and ssim["ssim"].between(-1, 1).all()
 
 
-def test_a_fresh_enhancer_is_the_identity(tiny):
+def test_a_fresh_enhancer_is_the_identity_up_to_faint_grain(tiny):
     img = np.asarray(Image.open(next(tiny[1].iterdir())))
-    assert np.array_equal(enhance_array(Enhancer().eval(), img), img)
+    out = enhance_array(Enhancer().eval(), img).astype(int)
+    assert np.abs(out - img).max() <= 1 and np.abs(out - img).mean() < 0.1
+    assert np.array_equal(enhance_array(Enhancer(noise=False).eval(), img), img)
 
 
 def test_holdout_split_keeps_scenes_together_and_apart(tmp_path):

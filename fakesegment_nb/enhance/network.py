@@ -5,12 +5,16 @@
 1. a global tone curve per colour channel (monotone, piecewise linear over ``knots`` segments,
    fixed at 0 and 1) followed by a 3x3 colour matrix and offset: exposure, gamma and white
    balance;
-2. a shallow residual stack of 3x3 convolutions at full resolution that sees the toned image
-   and a per-pixel Gaussian noise image: local sharpening and grain. Its last convolution
-   starts at zero, so a fresh enhancer is the identity.
+2. a shallow residual stack of 3x3 convolutions at full resolution: local sharpening and
+   detail. Its last convolution starts at zero;
+3. grain, as a camera adds it (Carlson et al., "Modeling camera effects to improve visual
+   learning from synthetic data", 2018): Gaussian noise filtered by a learned 3x3 kernel per
+   channel, with a signal-dependent standard deviation ``sqrt(read^2 + shot * y)`` per channel
+   (read and shot noise), both learned in log space from near zero.
 
-The noise is drawn from a generator seeded by the enhancer's seed and the image's pixels, so
-the same enhancer writes the same output for the same image, on every run.
+A fresh enhancer is the identity up to grain of 0.001 (a quarter of an 8-bit level). The noise
+is drawn from a generator seeded by the enhancer's seed and the image's pixels, so the same
+enhancer writes the same output for the same image, on every run.
 
 A saved enhancer (:func:`save_enhancer`) is a ``torch.save`` dict of tensors and plain values
 (readable with ``weights_only=True``): ``format``, the network's ``config`` and ``state_dict``,
@@ -20,10 +24,12 @@ and ``meta``: the backbone model, weights label, layers and loss settings it was
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import FakesegmentError
@@ -41,10 +47,10 @@ class Enhancer(nn.Module):
     width : channels of the hidden convolutions.
     depth : number of 3x3 convolutions in the residual stack (at least 2).
     knots : segments of each channel's tone curve.
-    noise : give the residual stack a Gaussian noise image (3 channels), so it can add grain.
+    noise : add learned grain.
     """
 
-    def __init__(self, width: int = 16, depth: int = 3, knots: int = 16, noise: bool = True):
+    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True):
         super().__init__()
         if width < 1 or depth < 2 or knots < 1:
             raise FakesegmentError("Enhancer needs width >= 1, depth >= 2 and knots >= 1")
@@ -54,14 +60,24 @@ class Enhancer(nn.Module):
         self.mix = nn.Parameter(torch.eye(3))
         self.offset = nn.Parameter(torch.zeros(3))
         layers: list[nn.Module] = []
-        c_in = 6 if noise else 3
         for i in range(depth - 1):
-            layers += [nn.Conv2d(c_in if i == 0 else width, width, 3, padding=1, padding_mode="reflect"),
+            layers += [nn.Conv2d(3 if i == 0 else width, width, 3, padding=1, padding_mode="reflect"),
                        nn.ReLU()]
         last = nn.Conv2d(width, 3, 3, padding=1, padding_mode="reflect")
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
         self.residual = nn.Sequential(*layers, last)
+        if noise:
+            kernel = torch.zeros(3, 1, 3, 3)
+            kernel[:, 0, 1, 1] = 1.0
+            self.grain_kernel = nn.Parameter(kernel)       # spatial correlation of the grain (unit norm)
+            self.log_read = nn.Parameter(torch.full((3,), math.log(1e-3)))   # read noise sigma
+            self.log_shot = nn.Parameter(torch.full((3,), math.log(1e-6)))   # shot noise variance / signal
+
+    def global_parameters(self) -> list[nn.Parameter]:
+        """The few image-wide parameters (tone, colour, grain level): trained with a larger step."""
+        extra = [self.grain_kernel, self.log_read, self.log_shot] if self.config["noise"] else []
+        return [self.curve, self.mix, self.offset, *extra]
 
     def tone(self, x: torch.Tensor) -> torch.Tensor:
         """The global part: per-channel tone curve, then the colour matrix and offset."""
@@ -82,13 +98,17 @@ class Enhancer(nn.Module):
         if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == 3 and x.is_floating_point()):
             raise FakesegmentError("images must be a float tensor (batch, 3, height, width) in [0, 1]")
         toned = self.tone(x)
-        inp = toned
+        y = toned + self.residual(toned)
         if self.config["noise"]:
             if noise is None:
                 noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None
                                     else generator.device, dtype=x.dtype).to(x.device)
-            inp = torch.cat([toned, noise], 1)
-        return (toned + self.residual(inp)).clamp(0, 1)
+            k = self.grain_kernel / self.grain_kernel.flatten(1).norm(dim=1)[:, None, None, None]  # unit gain
+            n = F.conv2d(F.pad(noise, (1, 1, 1, 1), mode="reflect"), k, groups=3)
+            var = (2 * self.log_read).exp()[None, :, None, None] \
+                + self.log_shot.exp()[None, :, None, None] * y.detach().clamp(0, 1)
+            y = y + n * var.sqrt()
+        return y.clamp(0, 1)
 
 
 def noise_generator(seed: int, image: np.ndarray) -> torch.Generator:
