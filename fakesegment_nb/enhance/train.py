@@ -137,9 +137,9 @@ def _readable(entries, domain: str, notes: list[str]):
 
 def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, weights: str = "auto",
                    layers: Sequence[str] | None = None, steps: int = DEFAULT_STEPS,
-                   batch_size: int = 4, seed: int = 0, device: str = "cpu", lr: float = 2e-3, global_lr: float = 5.0,
-                   content_weight: float = 1.0, content_pool: int = 4, paired_weight: float = 0.0,
-                   width: int = 8, depth: int = 3, max_real: int = 256, momentum: float = 0.0,
+                   batch_size: int = 4, seed: int = 0, device: str = "cpu", lr: float = 2e-3, global_lr: float = 10.0,
+                   content_weight: float = 10.0, content_pool: int = 4, paired_weight: float = 0.0,
+                   width: int = 8, depth: int = 3, max_real: int = 256, momentum: float = 0.5,
                    progress: bool = True) -> TrainResult:
     """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
 
