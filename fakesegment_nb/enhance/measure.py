@@ -121,7 +121,8 @@ def map_change(before, after, method: str = "reference") -> pd.DataFrame:
     rows = {}
     for tag, store in (("before", before), ("after", after)):
         ds = read_maps(store, method)
-        dom = image_table(store).set_index("image")["domain"]
+        tab = image_table(store)
+        dom = (tab.set_index("image") if "image" in tab.columns else tab)["domain"]
         for i, img in enumerate(str(v) for v in ds["image"].values):
             if dom.get(img) != "synthetic":
                 continue
