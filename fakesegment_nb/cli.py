@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the network the realism loss runs on (default efficientnet_lite0, ImageNet-trained)")
     et.add_argument("--layers", help="comma-separated training layers (default p2,p3 for efficientnet_lite0)")
     et.add_argument("--weights", default="auto", help="auto | coco | imagenet | random[:SEED] | FILE (default auto)")
-    et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 150, about 4 minutes on 2 CPU cores)")
+    et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 150)")
     et.add_argument("--batch-size", type=int, default=4, help="synthetic and real images per step (default 4)")
     et.add_argument("--seed", type=int, default=0, help="same seed and data, same enhancer (default 0)")
     et.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
