@@ -75,6 +75,35 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _enhance_train(args) -> int:
+    from .enhance import train_enhancer
+
+    layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
+    given = {"layers": layers, "steps": args.steps}  # unset: the library's defaults
+    res = train_enhancer(args.real, args.synthetic, args.out, model=args.model, weights=args.weights,
+                         seed=args.seed, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
+                         **{k: v for k, v in given.items() if v is not None})
+    for note in res.notes:
+        print(f"fakesegment: note: {note}", file=sys.stderr)
+    m = res.meta
+    print(f"{res.path}: enhancer trained on {m['n_synthetic']} synthetic and {m['n_real']} real images, "
+          f"{m['steps']} steps in {res.seconds:.0f} s; loss {res.history[0]['total']:.4g} -> "
+          f"{res.history[-1]['total']:.4g}; {m['model']} ({m['weights']}) layers {','.join(m['layers'])}, seed {m['seed']}")
+    return 0
+
+
+def _enhance_apply(args) -> int:
+    from .enhance import apply_enhancer
+
+    res = apply_enhancer(args.enhancer, args.images, args.out, progress=not args.quiet)
+    for f in res.failed:
+        print(f"fakesegment: note: skipped {f}", file=sys.stderr)
+    print(f"{args.out}: {res.written} enhanced images written ({len(res.failed)} skipped as unreadable); "
+          f"enhancer trained with {res.meta.get('model', '?')} ({res.meta.get('weights', '?')}) "
+          f"layers {','.join(res.meta.get('layers', []))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fakesegment", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,6 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "value, never executed")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=_report)
+
+    en = sub.add_parser("enhance", help="train an enhancer with the realism loss, or apply one to images")
+    esub = en.add_subparsers(dest="action", required=True, metavar="ACTION")
+    et = esub.add_parser("train", help="train an enhancer on unpaired real and synthetic folders")
+    et.add_argument("--real", required=True, help="folder of real images (recursive)")
+    et.add_argument("--synthetic", required=True, help="folder of synthetic images (recursive)")
+    et.add_argument("--out", required=True, help="the enhancer file to write (ENHANCER.pt)")
+    et.add_argument("--model", default="efficientnet_lite0",
+                    help="the network the realism loss runs on (default efficientnet_lite0, ImageNet-trained)")
+    et.add_argument("--layers", help="comma-separated training layers (default p2,p3 for efficientnet_lite0)")
+    et.add_argument("--weights", default="auto", help="auto | coco | imagenet | random[:SEED] | FILE (default auto)")
+    et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 150)")
+    et.add_argument("--batch-size", type=int, default=4, help="synthetic and real images per step (default 4)")
+    et.add_argument("--seed", type=int, default=0, help="same seed and data, same enhancer (default 0)")
+    et.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    et.add_argument("--quiet", action="store_true", help="no progress bar")
+    et.set_defaults(func=_enhance_train)
+    ea = esub.add_parser("apply", help="write enhanced copies of a folder's images (same relative paths)")
+    ea.add_argument("--enhancer", required=True, help="an enhancer file from `fakesegment enhance train`")
+    ea.add_argument("--images", required=True, help="folder of images to enhance (recursive)")
+    ea.add_argument("--out", required=True, help="output folder (not the images folder)")
+    ea.add_argument("--quiet", action="store_true", help="no progress bar")
+    ea.set_defaults(func=_enhance_apply)
     return p
 
 

@@ -1,0 +1,146 @@
+"""Training data for the enhancer: image folders as torch Datasets, and held-out splits.
+
+Images are decoded as extraction decodes them (:func:`~fakesegment_nb.images.load_rgb`:
+grayscale, palette, RGBA and 16-bit files become 8-bit RGB), resized to the backbone's input
+size (the scale at which the network sees them in a store) and augmented with torchvision's
+``transforms.v2`` (a horizontal flip and a small reflected translation; no rescaling, which
+would change the scale of grain and detail that the loss compares).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..errors import FakesegmentError, ImageError
+from ..images import load_rgb
+from ..manifest import Entry, scan_folder
+
+__all__ = ["ImageFiles", "training_transform", "infinite_loader", "paired_keys", "HoldoutSplit",
+           "holdout_split"]
+
+
+def training_transform(size: int, augment: bool = True) -> v2.Transform:
+    """uint8 ``(H, W, 3)`` arrays -> float ``(3, size, size)`` in [0, 1], augmented.
+
+    Called with several images at once, it applies the same random flip and shift to each
+    (how a synthetic image and its real twin stay aligned).
+    """
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
+    if augment:
+        steps += [v2.RandomHorizontalFlip(),
+                  v2.RandomCrop(size, padding=max(size // 16, 1), padding_mode="reflect")]
+    steps.append(v2.ToDtype(torch.float32, scale=True))
+    return v2.Compose(steps)
+
+
+class ImageFiles(Dataset):
+    """The images of ``entries`` (from :func:`~fakesegment_nb.manifest.scan_folder`), decoded
+    and transformed; with ``twins`` (one path or None per entry) an item is ``(image, twin)``."""
+
+    def __init__(self, entries: Sequence[Entry], transform: v2.Transform,
+                 twins: Sequence[str | None] | None = None):
+        self.entries = list(entries)
+        self.transform = transform
+        self.twins = list(twins) if twins is not None else None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _decode(self, path: str) -> tv_tensors.Image:
+        try:
+            return tv_tensors.Image(torch.from_numpy(load_rgb(path)).permute(2, 0, 1))
+        except ImageError as exc:
+            raise FakesegmentError(f"cannot train on {path}: {exc}") from None
+
+    def __getitem__(self, i: int):
+        img = self._decode(self.entries[i].path)
+        if self.twins is None:
+            return self.transform(img)
+        twin = self._decode(self.twins[i])
+        return self.transform(img, twin)
+
+
+def infinite_loader(dataset: Dataset, batch_size: int, batches: int, seed: int) -> DataLoader:
+    """``batches`` batches of ``batch_size`` items drawn with replacement, in an order fixed by
+    ``seed`` (in-process loading: the augmentations draw from torch's seeded global generator)."""
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * batches, generator=g)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True)
+
+
+def paired_keys(real: Sequence[Entry], synthetic: Sequence[Entry]) -> dict[str, str]:
+    """``{synthetic path: real path}`` for images with the same relative path without suffix."""
+    by_key = {e.key: e.path for e in real}
+    return {e.path: by_key[e.key] for e in synthetic if e.key in by_key}
+
+
+@dataclass
+class HoldoutSplit:
+    """Folders ``train/{real,synthetic}`` and ``heldout/{real,synthetic}`` and their sizes."""
+
+    root: Path
+    train_real: Path
+    train_synthetic: Path
+    heldout_real: Path
+    heldout_synthetic: Path
+    counts: dict
+
+
+def _place(src: str, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def holdout_split(real, synthetic, out, fraction: float = 0.5, seed: int = 0) -> HoldoutSplit:
+    """Split two folders into a training part and a held-out part, by scene.
+
+    A scene is a relative path without suffix: a synthetic image and its real twin (same
+    stem) always land on the same side, so a held-out measurement never sees an image of a
+    scene the enhancer trained on, real or synthetic. Scenes are shuffled by ``seed``; the
+    first ``fraction`` of them (at least one, and at least one left over) is for training.
+    Files are hard-linked (copied where links are not possible) under ``out``.
+    """
+    if not 0 < fraction < 1:
+        raise FakesegmentError(f"fraction must lie strictly between 0 and 1, got {fraction}")
+    r, s = scan_folder(real, "real"), scan_folder(synthetic, "synthetic")
+    keys = sorted({e.key for e in r} | {e.key for e in s})
+    if len(keys) < 2:
+        raise FakesegmentError("holdout_split needs at least two scenes (images with different names)")
+    order = np.random.default_rng(seed).permutation(len(keys))
+    n_train = min(max(int(round(fraction * len(keys))), 1), len(keys) - 1)
+    train = {keys[i] for i in order[:n_train]}
+    out = Path(out)
+    for part in ("train", "heldout"):
+        for dom in ("real", "synthetic"):
+            d = out / part / dom
+            if d.exists():
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
+    counts = {}
+    for dom, entries in (("real", r), ("synthetic", s)):
+        for e in entries:
+            part = "train" if e.key in train else "heldout"
+            _place(e.path, out / part / dom / e.image.split("/", 1)[1])
+            counts[f"{part}_{dom}"] = counts.get(f"{part}_{dom}", 0) + 1
+    for part in ("train", "heldout"):
+        for dom in ("real", "synthetic"):
+            if not counts.get(f"{part}_{dom}"):
+                raise FakesegmentError(f"the {part} half has no {dom} image; give more images or another seed")
+    return HoldoutSplit(out, out / "train" / "real", out / "train" / "synthetic", out / "heldout" / "real",
+                        out / "heldout" / "synthetic", counts)
