@@ -169,7 +169,7 @@ def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
                     preprocessing=f"torchvision {arch} weights transforms(): {' '.join(str(transform).split())}")
 
 
-def _timm_model(arch: str, name: str) -> torch.nn.Module:
+def _timm_model(arch: str) -> torch.nn.Module:
     import timm
 
     if arch not in timm.list_models():
@@ -225,7 +225,7 @@ def _timm_backbone(name: str, model: torch.nn.Module, modules: dict[str, str],
 
 def _build_timm(name: str, layers: Sequence[str] | None) -> Backbone:
     arch = name.split(":", 1)[1]
-    model = _timm_model(arch, name)
+    model = _timm_model(arch)
     available = [f["module"] for f in model.feature_info]
     chosen = _pick_layers(available, layers, name)
     return _timm_backbone(name, model, {m: m for m in chosen})
@@ -235,7 +235,7 @@ def _build_efficientnet_lite0(name: str, layers: Sequence[str] | None) -> Backbo
     from .lite0 import TIMM_ARCH
 
     chosen = _pick_layers(list(LITE0_LAYERS), layers, name)
-    return _timm_backbone(name, _timm_model(TIMM_ARCH, name), {l: LITE0_LAYERS[l] for l in chosen},
+    return _timm_backbone(name, _timm_model(TIMM_ARCH), {l: LITE0_LAYERS[l] for l in chosen},
                           input_size=LITE0_INPUT)
 
 

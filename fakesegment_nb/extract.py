@@ -47,13 +47,14 @@ class ExtractResult:
 
 
 def store_attrs(backbone: Backbone, info: WeightsInfo) -> dict:
-    import timm
+    from importlib.metadata import version  # timm's version without importing it (0.5 s an SSD run needs not)
+
     import torchvision
 
     return {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
             "weights_warning": info.warning, "input_size": list(backbone.input_size),
             "layers": list(backbone.layers), "preprocessing": backbone.preprocessing, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "fakesegment_nb": __version__}
+            "torchvision": torchvision.__version__, "timm": version("timm"), "fakesegment_nb": __version__}
 
 
 def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from .errors import FakesegmentError
 from .manifest import file_sha256
 
 __all__ = ["WeightsInfo", "Pretrained", "pretrained_source", "cache_path", "load_backbone",
-           "parse_random_seed", "OFFLINE_HINT"]
+           "parse_random_seed", "read_torch_file", "OFFLINE_HINT"]
 
 OFFLINE_HINT = "--model efficientnet_lite0 is ImageNet-trained and works offline"
 
@@ -65,6 +65,18 @@ class Pretrained:
     read: Callable[[Path], dict]
     download: Callable[[], dict] | None
     where: str
+
+
+def read_torch_file(path: Path, failure: str):
+    """``torch.load(path, weights_only=True)`` of a file a user named; any failure is one line,
+    ``"<failure> (<error type>: <torch's first sentence>)"``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        # torch's first sentence says what failed; the rest advises weights_only=False, which we
+        # never do for a file given on the command line
+        first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
+        raise FakesegmentError(f"{failure} ({type(exc).__name__}: {first})") from None
 
 
 def _torch_file(path: Path) -> dict:
@@ -243,14 +255,7 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
         path = Path(weights)
         if not path.is_file():
             raise FakesegmentError(f"--weights {weights}: not auto, coco, imagenet, random[:SEED] or an existing file")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            # torch's first sentence says what failed; the rest advises weights_only=False,
-            # which we never do for a file given on the command line
-            first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
-            raise FakesegmentError(f"weights file {path} is not a readable state dict "
-                                   f"({type(exc).__name__}: {first})") from None
+        state = read_torch_file(path, f"weights file {path} is not a readable state dict")
         _load_state(backbone, state, str(path))
         info = WeightsInfo(f"file:{file_sha256(path)}", True)
     backbone.model.eval()

@@ -140,13 +140,9 @@ def load_enhancer(path: str | Path) -> tuple[Enhancer, dict]:
     path = Path(path)
     if not path.is_file():
         raise FakesegmentError(f"enhancer file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        # torch's first sentence says what failed; its advice to pass weights_only=False is not
-        # something to do with a file given on the command line
-        first = str(exc).splitlines()[0].split(". ")[0] if str(exc) else ""
-        raise FakesegmentError(f"enhancer file {path} is not readable ({type(exc).__name__}: {first})") from None
+    from ..weights import read_torch_file
+
+    obj = read_torch_file(path, f"enhancer file {path} is not readable")
     fmt = obj.get("format") if isinstance(obj, dict) else None
     if fmt is None or not str(fmt).startswith("fakesegment_nb.enhancer/"):
         raise FakesegmentError(f"{path} is not a fakesegment enhancer file (make one with `fakesegment enhance train`)")
