@@ -11,7 +11,6 @@ Both are honest only on images the enhancer did not train on: split first
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -21,43 +20,7 @@ from ..errors import FakesegmentError, ImageError
 from ..images import load_rgb
 from ..manifest import scan_folder
 
-__all__ = ["gap_table", "content_ssim", "c2st_auroc", "map_change"]
-
-
-def c2st_auroc(real: np.ndarray, synthetic: np.ndarray, folds: int = 5, seed: int = 0) -> float:
-    """Out-of-fold AUROC of a regularised logistic regression telling real from synthetic
-    vectors (standardised, stratified k-fold): 0.5 = indistinguishable, 1 = fully separable.
-
-    DESIGN.md section 5's ``c2st_auroc``; :func:`gap_table` uses this only when the store's
-    ``layers.csv`` does not have the column.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x = np.concatenate([real, synthetic]).astype(np.float64)
-    y = np.r_[np.zeros(len(real)), np.ones(len(synthetic))]
-    k = min(folds, len(real), len(synthetic))
-    if k < 2:
-        return float("nan")
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
-    p = cross_val_predict(clf, x, y, cv=StratifiedKFold(k, shuffle=True, random_state=seed),
-                          method="predict_proba")[:, 1]
-    return float(roc_auc_score(y, p))
-
-
-def _c2st_of(store) -> dict[str, float]:
-    from ..store import feature_layer, image_table, layer_names, open_store
-
-    tree = open_store(store) if isinstance(store, (str, Path)) else store
-    dom = image_table(tree)["domain"].to_numpy()
-    out = {}
-    for l in layer_names(tree):
-        v = feature_layer(tree, l).astype("float64").mean(("y", "x")).values
-        out[l] = c2st_auroc(v[dom == "real"], v[dom == "synthetic"])
-    return out
+__all__ = ["gap_table", "content_ssim", "map_change"]
 
 
 def gap_table(before, after, trained_layers: Sequence[str] = (), c2st: bool = True) -> pd.DataFrame:
@@ -65,8 +28,7 @@ def gap_table(before, after, trained_layers: Sequence[str] = (), c2st: bool = Tr
     ``c2st_before, c2st_after``; ``trained`` says whether the enhancer trained on the layer.
 
     ``before`` and ``after`` are stores (paths or DataTrees) of the same model and real images;
-    ``c2st_auroc`` comes from ``layers.csv`` where it has that column, else from
-    :func:`c2st_auroc` on the per-image vectors.
+    both columns come from their ``layers.csv`` (``fid``, ``c2st_auroc``).
     """
     from ..stats import layer_table
 
@@ -77,12 +39,7 @@ def gap_table(before, after, trained_layers: Sequence[str] = (), c2st: bool = Tr
                        "fid_before": tb["fid"].to_numpy(), "fid_after": ta["fid"].to_numpy()})
     df["fid_change"] = df["fid_after"] / df["fid_before"] - 1
     if c2st:
-        if "c2st_auroc" in tb and "c2st_auroc" in ta:
-            df["c2st_before"], df["c2st_after"] = tb["c2st_auroc"].to_numpy(), ta["c2st_auroc"].to_numpy()
-        else:
-            cb, ca = _c2st_of(before), _c2st_of(after)
-            df["c2st_before"] = [cb[l] for l in df["layer"]]
-            df["c2st_after"] = [ca[l] for l in df["layer"]]
+        df["c2st_before"], df["c2st_after"] = tb["c2st_auroc"].to_numpy(), ta["c2st_auroc"].to_numpy()
     return df.reset_index(drop=True)
 
 
