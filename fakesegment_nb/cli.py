@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 
 
 def _extract(args) -> int:
@@ -189,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Library parameters whose flag is not ``--`` + the name with dashes.
+FLAGS: dict[str, str] = {}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     warnings.simplefilter("ignore", FutureWarning)
@@ -199,6 +203,9 @@ def main(argv=None) -> int:
     warnings.showwarning = show
     try:
         return args.func(args) or 0
+    except ParameterError as exc:
+        print(f"fakesegment: error: {exc.as_flag(FLAGS.get(exc.param))}", file=sys.stderr)
+        return 2
     except FakesegmentError as exc:
         print(f"fakesegment: error: {exc}", file=sys.stderr)
         return 2
