@@ -114,7 +114,7 @@ def main():
         from fakesegment_nb.extract import _extract_local, run_backbone
         from fakesegment_nb.images import load_rgb
         from fakesegment_nb.manifest import build_manifest
-        from fakesegment_nb.store import StoreWriter
+        from fakesegment_nb.writer import StoreWriter
         from fakesegment_nb.extract import ExtractResult, store_attrs
         from fakesegment_nb.weights import load_backbone
 

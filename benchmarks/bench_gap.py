@@ -32,7 +32,7 @@ def hwm():
         if line.startswith("VmHWM:"):
             return int(line.split()[1])
 import numpy as np, pandas as pd
-from fakesegment_nb.store import StoreWriter
+from fakesegment_nb.writer import StoreWriter
 from fakesegment_nb.stats import compute_stats, _as_tree
 from fakesegment_nb import gap
 n, c, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]

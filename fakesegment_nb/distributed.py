@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ImageError
 from .images import load_rgb
-from .store import StoreWriter
+from .writer import StoreWriter
 
 _BACKBONES: dict = {}
 

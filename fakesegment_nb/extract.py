@@ -26,7 +26,7 @@ from .backbones import DEFAULT_MODEL, Backbone
 from .errors import FakesegmentError, ImageError
 from .images import load_rgb
 from .manifest import Entry, build_manifest
-from .store import StoreWriter
+from .writer import StoreWriter
 from .weights import WeightsInfo, load_backbone
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fakesegment_nb.store import StoreWriter
+from fakesegment_nb.writer import StoreWriter
 
 MODEL = "torchvision:resnet18"
 LAYERS = ["layer1", "layer2", "layer3", "avgpool"]  # 56x56 ... 1x1 maps

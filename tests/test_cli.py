@@ -13,7 +13,7 @@ import zarr
 from PIL import Image
 
 import fakesegment_nb as fs
-from fakesegment_nb.store import StoreWriter
+from fakesegment_nb.writer import StoreWriter
 
 from conftest import FAST_LAYERS, FAST_MODEL
 

@@ -30,7 +30,7 @@ def test_localcluster_store_identical_to_single_process(tmp_path, pair_dirs, fas
 def test_workers_leave_layers_with_shared_chunks_to_the_driver(tmp_path, pair_dirs):
     """Two workers' rows may fall in one chunk of a small layer: a worker must not write it."""
     from fakesegment_nb.distributed import _extract_batch
-    from fakesegment_nb.store import StoreWriter
+    from fakesegment_nb.writer import StoreWriter
 
     store = tmp_path / "s.zarr"
     extract(*pair_dirs, store, model="ssd300_vgg16", weights="random:0", progress=False)

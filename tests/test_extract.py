@@ -12,7 +12,7 @@ import fakesegment_nb as fs
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
-from fakesegment_nb.store import StoreWriter, channel_chunk, image_chunk
+from fakesegment_nb.writer import StoreWriter, channel_chunk, image_chunk
 
 from conftest import FAST_LAYERS, FAST_MODEL, make_pair_dirs
 

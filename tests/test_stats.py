@@ -15,7 +15,7 @@ from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.metrics import cohens_d, fid, kid
 from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
                                   compute_stats)
-from fakesegment_nb.store import StoreWriter
+from fakesegment_nb.writer import StoreWriter
 
 from statstores import LAYERS, SEVERITIES, build_store, extracted_store, severity_store
 
