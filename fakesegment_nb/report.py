@@ -1,4 +1,4 @@
-"""``fakesegment report``: papermill runs ``notebooks/report.ipynb``, nbconvert renders one HTML file.
+"""``fakesegment report``: papermill runs ``report.ipynb`` (package data), nbconvert renders one HTML file.
 
 The notebook is a thin client over :class:`ReportContext`, which opens the store (or records
 why it cannot), and hands out the header and the widgets; every section it cannot fill says
@@ -15,12 +15,13 @@ import datetime as _dt
 import html
 import json
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .errors import FakesegmentError
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "report.ipynb"
+NOTEBOOK = Path(str(files(__package__) / "report.ipynb"))  # package data: in a wheel too (pyproject.toml)
 
 # the HTML template: nbconvert's lab template without the scripts it would fetch from a CDN
 # (require.js, MathJax, mermaid, the ipywidgets HTML manager)
@@ -108,6 +109,7 @@ def run_report(store, out, parameters: Iterable[Sequence[str]] = (), progress: b
         the error is still written).
     """
     import papermill
+    from traitlets.config import Config
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -123,9 +125,13 @@ def run_report(store, out, parameters: Iterable[Sequence[str]] = (), progress: b
         raise FakesegmentError(f"cannot create the folder for {out}: {exc.strerror}") from None
     executed = out.with_suffix(".ipynb")
     failure = None
+    # The kernel starts in the caller's folder, not the notebook's (inside the installed package,
+    # whose modules would shadow top-level ones: `distributed`). IPC sockets, not TCP: the kernel
+    # runs on this machine, and over TCP ipykernel warns that the transport is unencrypted.
+    kernel_config = Config({"KernelManager": {"transport": "ipc"}})
     try:
         papermill.execute_notebook(str(notebook), str(executed), parameters=params, progress_bar=progress,
-                                   kernel_name=kernel_name, cwd=str(notebook.parent))
+                                   kernel_name=kernel_name, config=kernel_config)
     except papermill.PapermillExecutionError as exc:
         failure = f"report notebook failed in cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     size = write_html(executed, out)

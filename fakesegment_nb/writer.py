@@ -13,7 +13,9 @@ After each commit (and whatever else changes the store's layout) the metadata of
 and array is copied into the root's ``zarr.json`` (:func:`consolidate`), so that
 ``xr.open_datatree(path, engine="zarr")`` opens the store in one read and without a warning.
 That copy follows the commit; it is never the commit. Readers that must see what is being
-written (:func:`~fakesegment_nb.store.open_store`, and this writer) ignore it.
+written (:func:`~fakesegment_nb.store.open_store`, and this writer) ignore it. It costs a read of
+every group's and array's ``zarr.json`` (~50 ms a commit for a store of three layers on our
+loaded 2-core VM, commits coming every few seconds).
 
 Where the store lives (a folder or an fsspec URL) is :mod:`fakesegment_nb.targets`' business,
 including what its writer lock can and cannot promise.

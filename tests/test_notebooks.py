@@ -10,7 +10,7 @@ import nbformat
 import papermill as pm
 
 from fakesegment_nb.cli import main
-from fakesegment_nb.report import parse_value, write_html
+from fakesegment_nb.report import NOTEBOOK, parse_value, write_html
 
 from nb_support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
 
@@ -41,7 +41,7 @@ def check_html(html: str, min_figures: int) -> None:
 
 
 def test_parameters_cell_is_tagged():
-    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+    for path in [*sorted(NOTEBOOKS.glob("*.ipynb")), NOTEBOOK]:
         nb = nbformat.read(str(path), as_version=4)
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path.name
