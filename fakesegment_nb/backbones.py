@@ -95,6 +95,22 @@ class Backbone:
             res[name] = t
         return res
 
+    def run(self, images: Sequence[np.ndarray], keep_float32: bool = False):
+        """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``: what a store holds.
+
+        With ``keep_float32`` also return the first image's float32 features (to check what
+        float16 lost; copying the whole batch to float32 costs more than the check needs).
+        """
+        with torch.inference_mode():
+            feats = self.features(self.preprocess(images))
+            # one pass to float16 and back to (B, C, h, w) row-major order: the backbone runs
+            # channels-last, and the store's chunks are (images, channels, h, w) blocks in C order
+            half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
+                    for k, v in feats.items()}
+            if keep_float32:
+                return half, {k: v[:1].float().cpu().numpy() for k, v in feats.items()}
+            return half
+
     def to(self, device: str | torch.device) -> "Backbone":
         """Move the model to ``device`` in channels-last layout: oneDNN's convolutions run
         about 20% (VGG) to 40% (MobileNet) faster on this CPU with it (benchmarks/bench_extract.py)."""

@@ -208,6 +208,16 @@ def feature_map(store, image: str, layer: str, channel: int) -> xr.DataArray:
     return out.astype(np.float32).compute()
 
 
+def image_rows(entries, sizes) -> pd.DataFrame:
+    """The root rows of a commit (:meth:`StoreWriter.commit`): one per image, columns ``image``
+    and :data:`ROOT_VARS`, from entries with ``image, domain, path, pair, sha256`` attributes
+    (:class:`fakesegment_nb.manifest.Entry`) and their decoded ``(height, width)``."""
+    return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
+                         "path": [e.path for e in entries], "pair": [e.pair for e in entries],
+                         "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
+                         "sha256": [e.sha256 for e in entries]})
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 

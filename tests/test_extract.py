@@ -251,9 +251,9 @@ def test_commit_cut_after_every_root_array_grew(tmp_path, pair_dirs):
 def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs, monkeypatch):
     """Batches are committed every few seconds and when the run ends for any reason (Ctrl-C,
     an error): what was written before the failure is kept and the rerun adds the rest."""
-    import fakesegment_nb.extract as fx
+    from fakesegment_nb.backbones import Backbone
 
-    calls, real_run = [], fx.run_backbone
+    calls, real_run = [], Backbone.run
 
     def failing(*a, **k):
         calls.append(1)
@@ -261,13 +261,13 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
             raise KeyboardInterrupt
         return real_run(*a, **k)
 
-    monkeypatch.setattr(fx, "run_backbone", failing)
+    monkeypatch.setattr(Backbone, "run", failing)
     store = tmp_path / "s.zarr"
     kw = dict(model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         extract(*pair_dirs, store, **kw)
     assert fs.open_store(store).sizes["image"] == 4
-    monkeypatch.setattr(fx, "run_backbone", real_run)
+    monkeypatch.setattr(Backbone, "run", real_run)
     again = extract(*pair_dirs, store, **kw)
     assert (again.added, again.already_stored) == (4, 4)
     assert xr.open_datatree(store, engine="zarr", consolidated=False)["layers/layer3/features"].shape[0] == 8
