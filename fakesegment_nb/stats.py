@@ -41,7 +41,7 @@ from . import __version__
 from .errors import FakesegmentError
 from .gap import EXTRA_FIELDS, GAP_FIELDS, layer_gap, realism_scores
 from .metrics import cohens_d, fid, frechet_from_moments, kid
-from .store import _as_tree, _strings, feature_layer, image_table, layer_names
+from .store import as_strings, as_tree, feature_layer, image_table, layer_names, partners
 
 LAYER_COLUMNS = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", "channels", "height",
                  "width", "n_nonfinite", *GAP_FIELDS]
@@ -241,18 +241,9 @@ def _layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray,
 # whole store
 
 
-def _pairs_of(images: pd.DataFrame) -> pd.DataFrame:
-    """Synthetic images whose pair is a stored real image: columns image, pair, i_syn, i_real."""
-    pos = pd.Series(np.arange(len(images)), index=images.index)
-    real_ids = set(images.index[images["domain"] == "real"])
-    syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
-    return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
-                         "i_syn": pos[syn.index].to_numpy(), "i_real": pos[syn["pair"]].to_numpy()})
-
-
 def fingerprint(store) -> str:
     """What the cached statistics depend on: images, domains, contents, pairs, network, version."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     images = image_table(tree)
     h = hashlib.sha256()
     h.update(json.dumps({k: tree.attrs.get(k) for k in ("model", "weights", "layers", "input_size")},
@@ -281,7 +272,7 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         The store has no real or no synthetic images (every table compares the two), or an
         unknown layer or table is asked for.
     """
-    tree = _as_tree(store)
+    tree = as_tree(store)
     want = set(tables)
     if want - set(TABLES):
         raise FakesegmentError(f"unknown statistics table(s) {sorted(want - set(TABLES))}; choose from {TABLES}")
@@ -293,7 +284,7 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         raise FakesegmentError(f"the store has no {' and no '.join(empty)} images "
                                f"({counts['real']} real, {counts['synthetic']} synthetic); "
                                "domain statistics compare real with synthetic")
-    pairs = _pairs_of(images)
+    pairs = partners(images)
     layers = layer_names(tree) if layers is None else list(layers)
     if "gap" in want:
         want.add("layers")
@@ -366,7 +357,7 @@ def _sort_pairs(df: pd.DataFrame, pairs: pd.DataFrame, layers: list[str]) -> pd.
 
 def cached_stats(store) -> StatsTables | None:
     """The tables cached in the store's ``stats/`` group, or None if absent or out of date."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if "stats" not in tree.children or "layers" not in tree["stats"].children:
         return None
     fp = fingerprint(tree)
@@ -385,7 +376,7 @@ def cached_stats(store) -> StatsTables | None:
             return None  # written by a version with fewer columns
         for col in _STRING_COLUMNS:
             if col in df:
-                df[col] = _strings(df[col].to_numpy())
+                df[col] = as_strings(df[col].to_numpy())
         if "rank" in df:
             df["rank"] = df["rank"].round().astype("Int64")
         out[name] = df[columns]
@@ -419,7 +410,7 @@ def domain_stats(store, cache: bool = True) -> StatsTables:
     store : store path / URL or an opened DataTree.
     cache : read the cache if fresh (nothing is written; :func:`write_stats` does that).
     """
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if cache:
         hit = cached_stats(tree)
         if hit is not None:
@@ -430,14 +421,14 @@ def domain_stats(store, cache: bool = True) -> StatsTables:
 def layer_table(store, cache: bool = True) -> pd.DataFrame:
     """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...,
     fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p``."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
 
 
 def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFrame:
     """Table ``name`` from the cache (or computed for ``layer`` only), cut to ``layer``'s rows."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     if hit is not None:
         df = hit[name]
@@ -449,7 +440,7 @@ def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFram
 def gap_profile(store, cache: bool = True) -> pd.DataFrame:
     """The gap profile: one row per layer, in network order, with the ``layers.csv`` columns and
     the ``gap`` table's (``c2st_lo, c2st_hi, c2st_chance, folds, permutations, note``)."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     t = hit if hit is not None else compute_stats(tree, ("layers", "gap"))
     return t.layers.merge(t.gap, on="layer", how="left")
@@ -458,7 +449,7 @@ def gap_profile(store, cache: bool = True) -> pd.DataFrame:
 def image_scores(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
     """``images.csv`` as a DataFrame: ``image, layer, score, rank`` per synthetic image and layer
     (and ``fused``), least realistic first within each layer; ``layer`` picks one layer's rows."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     df = hit.images if hit is not None else compute_stats(tree, ("images",)).images
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
@@ -493,7 +484,7 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
     if not isinstance(store, (str, Path)):
         raise FakesegmentError("write_stats needs the store's path or URL (it writes the stats/ group)")
     url = str(store)
-    tree = _as_tree(url)
+    tree = as_tree(url)
     tables = None if recompute else cached_stats(tree)
     if tables is None:
         tables = compute_stats(tree)
@@ -536,7 +527,7 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     stores do not hold the same images (by content) -- their distances are then not
     comparable; ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same.
     """
-    trees = [_as_tree(s) for s in stores]
+    trees = [as_tree(s) for s in stores]
     if not trees:
         raise FakesegmentError("compare_stores needs at least one store")
     if labels is None:

@@ -28,6 +28,10 @@ from zarr.codecs import ZstdCodec
 
 from .errors import FakesegmentError
 
+__all__ = ["open_store", "as_tree", "image_table", "partners", "layer_names", "feature_layer", "feature_map",
+           "as_strings", "image_rows", "StoreWriter", "StoreBusy", "channel_chunk", "image_chunk", "ROOT_VARS",
+           "IDENTITY_ATTRS", "COMMITTED"]
+
 ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
 _STR_VARS = ("image", "domain", "path", "pair", "sha256")
 ROOT_CHUNK = 4096
@@ -166,31 +170,48 @@ def _committed_rows(attrs, rows: int) -> int:
     return min(rows, int(attrs.get(COMMITTED, rows)))
 
 
-def _as_tree(store) -> xr.DataTree:
-    return store if isinstance(store, xr.DataTree) else open_store(store)
+def as_tree(store, **open_kwargs) -> xr.DataTree:
+    """``store`` itself if it is an opened DataTree, else :func:`open_store` ``(store, **open_kwargs)``:
+    what every function taking "a store path, URL or DataTree" starts with."""
+    return store if isinstance(store, xr.DataTree) else open_store(store, **open_kwargs)
 
 
 def image_table(store) -> pd.DataFrame:
     """The root variables as a DataFrame indexed by image id (reads nothing else)."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     ds = tree.to_dataset(inherit=False)[list(ROOT_VARS)]
     df = ds.load().to_dataframe()
     for col in _STR_VARS:
         if col in df:
-            df[col] = _strings(df[col].to_numpy())
-    df.index = pd.Index(_strings(df.index.to_numpy()), name="image")
+            df[col] = as_strings(df[col].to_numpy())
+    df.index = pd.Index(as_strings(df.index.to_numpy()), name="image")
     return df
+
+
+def partners(images: pd.DataFrame) -> pd.DataFrame:
+    """Every synthetic image whose ``pair`` is a stored real image: its real partner.
+
+    ``images`` is :func:`image_table` (or any frame indexed by image id with ``domain`` and
+    ``pair`` columns). Returns one row per such synthetic image, in table order, with columns
+    ``image`` and ``pair`` (the two ids) and ``i_syn`` and ``i_real`` (their row positions in
+    ``images``). A pair naming an image that is not stored, or that is not real, is no partner.
+    """
+    pos = pd.Series(np.arange(len(images)), index=images.index)
+    real_ids = set(images.index[images["domain"] == "real"])
+    syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
+    return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
+                         "i_syn": pos[syn.index].to_numpy(dtype=int), "i_real": pos[syn["pair"]].to_numpy(dtype=int)})
 
 
 def layer_names(store) -> list[str]:
     """Layer names in network order, as recorded in the store's attributes."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     return list(tree.attrs.get("layers", list(tree["layers"].children)))
 
 
 def feature_layer(store, layer: str) -> xr.DataArray:
     """One layer's features ``(image, channel, y, x)``, lazy (dask), float16 as stored."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if layer not in tree["layers"].children:
         raise FakesegmentError(f"the store has no layer {layer!r}; it has {', '.join(layer_names(tree))}")
     return tree["layers"][layer]["features"]
@@ -431,9 +452,12 @@ class StoreWriter:
         return self._local_store
 
 
-def _strings(values) -> np.ndarray:
+def as_strings(values) -> np.ndarray:
     """Any zarr/numpy string array (StringDType included) as an object array of str."""
     return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
+_strings = as_strings  # the name StoreWriter's body uses (StoreWriter is being rewritten on another branch)
 
 
 def _column(rows: pd.DataFrame, k: str) -> np.ndarray:
