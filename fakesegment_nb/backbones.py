@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 
 __all__ = ["Backbone", "build_backbone", "model_names", "DEFAULT_MODEL", "SSD_LAYERS", "LITE0_LAYERS"]
 
@@ -169,7 +169,7 @@ def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
     available = list(dict.fromkeys([*(m for m, _ in model.named_modules() if m), *nodes]))
     if not layers:
         hint = ", ".join(n for n in available if "." not in n)
-        raise FakesegmentError(f"{name} needs --layers (graph nodes or modules, e.g. {hint})")
+        raise ParameterError("layers", f"is required for {name} (graph nodes or modules, e.g. {hint})")
     chosen = _pick_layers(available, layers, name)
     transform = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
     extractor = create_feature_extractor(model, return_nodes={l: l for l in chosen}).eval()

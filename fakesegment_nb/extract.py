@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .backbones import DEFAULT_MODEL, Backbone
-from .errors import FakesegmentError, ImageError
+from .errors import ImageError, ParameterError
 from .images import load_rgb
 from .manifest import Entry, build_manifest
 from .store import StoreWriter, image_rows
@@ -205,7 +205,7 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
 
     t0 = time.perf_counter()
     if batch_size < 1:
-        raise FakesegmentError("--batch-size must be at least 1")
+        raise ParameterError("batch_size", "must be at least 1")
     report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
     manifest, notes = build_manifest(real, synthetic, pairs)
     result = ExtractResult(store=str(store), notes=list(notes))

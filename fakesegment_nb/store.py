@@ -26,7 +26,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 
 __all__ = ["open_store", "as_tree", "image_table", "partners", "layer_names", "feature_layer", "feature_map",
            "as_strings", "image_rows", "StoreWriter", "StoreBusy", "channel_chunk", "image_chunk", "ROOT_VARS",
@@ -320,8 +320,8 @@ class StoreWriter:
         diffs = [f"{k} {have.get(k)!r} (this run: {attrs.get(k)!r})" for k in IDENTITY_ATTRS
                  if _norm(have.get(k)) != _norm(attrs.get(k))]
         if diffs:
-            raise FakesegmentError(f"store {self.url} was made with another network: " + "; ".join(diffs)
-                                   + " -- extract into another --store")
+            raise ParameterError("store", f"{self.url} was made with another network: " + "; ".join(diffs)
+                                 + "; extract into another store")
 
     def create(self, attrs: dict, shapes: dict[str, tuple[int, int, int]]) -> None:
         """Create an empty store: root image table and one features array per layer."""

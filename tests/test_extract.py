@@ -9,7 +9,7 @@ import xarray as xr
 import zarr
 
 import fakesegment_nb as fs
-from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.errors import FakesegmentError, ParameterError
 from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
 from fakesegment_nb.store import StoreWriter, channel_chunk, image_chunk
@@ -116,6 +116,33 @@ def test_store_from_another_network_is_refused_and_kept(tmp_path, fast_store, pa
     with pytest.raises(FakesegmentError, match="model 'torchvision:resnet18'"):
         extract(*pair_dirs, store, model="ssdlite320_mobilenet_v3_large", weights="random:0", progress=False)
     assert fs.image_table(store).equals(before)
+
+
+def test_bad_arguments_name_the_parameter_and_the_cli_names_the_flag(tmp_path, fast_store, pair_dirs, capsys):
+    from fakesegment_nb.cli import main
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    common = ["extract", "--real", str(pair_dirs[0]), "--synthetic", str(pair_dirs[1]), "--quiet"]
+    cases = [  # (library call, its parameter and message start, CLI arguments, the CLI's line)
+        (dict(batch_size=0), "batch_size", "batch_size must be at least 1",
+         ["--store", str(tmp_path / "new.zarr"), "--batch-size", "0"], "--batch-size must be at least 1"),
+        (dict(model="torchvision:resnet18"), "layers", "layers is required for torchvision:resnet18 (graph nodes",
+         ["--store", str(tmp_path / "new.zarr"), "--model", "torchvision:resnet18"],
+         "--layers is required for torchvision:resnet18 (graph nodes"),
+        (dict(model="ssdlite320_mobilenet_v3_large"), "store", f"store {store} was made with another network",
+         ["--store", str(store), "--model", "ssdlite320_mobilenet_v3_large"],
+         f"--store {store} was made with another network"),
+    ]
+    for kwargs, param, message, argv, line in cases:
+        with pytest.raises(ParameterError) as exc:
+            extract(*pair_dirs, kwargs.pop("store", store if param == "store" else tmp_path / "new.zarr"),
+                    weights="random:0", progress=False, **kwargs)
+        assert exc.value.param == param and str(exc.value).startswith(message) and "--" not in str(exc.value)
+        assert main([*common, *argv, "--weights", "random:0"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"fakesegment: error: {line}"), err
+    assert not (tmp_path / "new.zarr" / "zarr.json").exists() and fs.image_table(store).equals(fs.image_table(fast_store))
 
 
 def test_other_architecture_and_fsspec_url(tmp_path, pair_dirs):
