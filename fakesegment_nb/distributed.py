@@ -17,6 +17,8 @@ from .errors import ImageError
 from .images import load_rgb
 from .store import StoreWriter, image_rows
 
+__all__ = ["extract_distributed", "worker_weights"]
+
 _BACKBONES: dict = {}
 
 

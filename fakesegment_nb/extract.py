@@ -29,6 +29,8 @@ from .manifest import Entry, build_manifest
 from .store import StoreWriter, image_rows
 from .weights import WeightsInfo, load_backbone
 
+__all__ = ["extract", "ExtractResult", "store_attrs", "float16_problems", "COMMIT_EVERY_S"]
+
 
 # A commit (7 root arrays and the marker) costs ~40 ms of CPU here: once per CPU batch (~2.5 s
 # for ssd300) it is 1.5% of the run, once per GPU batch it would rival the forward pass.

@@ -10,7 +10,7 @@ Three tables (DESIGN.md section 5; the CSV names and columns are a contract):
 * ``pairs.csv`` -- one row per (paired synthetic image, layer): ``mse``, ``ssim``, ``cosine``.
 * ``images.csv`` -- one row per (synthetic image, layer), plus a ``fused`` layer: ``score``
   (higher = less realistic) and ``rank`` (1 = least realistic) from
-  :func:`fakesegment_nb.gap.realism_scores`.
+  :func:`fakesegment_nb.realism.realism_scores`.
 
 ``layers.csv`` also carries the gap on one scale (:mod:`fakesegment_nb.gap`): ``fid_lo,
 fid_hi`` (bootstrap interval), ``fid_floor`` and ``fid_ratio``, ``c2st_auroc`` and ``c2st_p``;

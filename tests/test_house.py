@@ -150,3 +150,31 @@ def test_lazy_names_resolve_and_evaluate_stays_the_function():
     assert evaluate is fs.evaluate
     with pytest.raises(AttributeError):
         fs.no_such_name
+
+
+def _top_level_names(tree: ast.Module) -> set[str]:
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(t) if isinstance(n, ast.Name))
+    return names
+
+
+def test_every_name_in_a_modules_all_is_defined_there():
+    """What a module shares is listed in its ``__all__``; a listed name it lost (moved away) is caught
+    here, without importing anything."""
+    missing = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        listed = [n.value for node in tree.body if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+                  for n in ast.walk(node.value) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        lost = sorted(set(listed) - _top_level_names(tree))
+        if lost:
+            missing[str(path.relative_to(ROOT))] = lost
+    assert missing == {}
