@@ -111,7 +111,7 @@ def main():
         # 2. in-process overhead of decode + store around the same forward passes
         import torch
 
-        from fakesegment_nb.extract import _extract_local, run_backbone
+        from fakesegment_nb.extract import _extract_local
         from fakesegment_nb.images import load_rgb
         from fakesegment_nb.manifest import build_manifest
         from fakesegment_nb.writer import StoreWriter
@@ -125,7 +125,7 @@ def main():
         def forward_alone() -> float:
             t = time.perf_counter()
             for i in range(0, len(arrays), 8):
-                run_backbone(backbone, arrays[i:i + 8])
+                backbone.run(arrays[i:i + 8])
             return time.perf_counter() - t
 
         def extraction(store) -> float:
@@ -140,7 +140,7 @@ def main():
         # so a drift of the machine's speed during the benchmark cancels out of each repeat. The
         # stores are kept until the end: deleting one can leave the kernel freeing (on disks
         # mounted with discard, like ours: trimming) its blocks while the next repeat runs.
-        run_backbone(backbone, arrays[:8])
+        backbone.run(arrays[:8])
         extraction(work / "warm.zarr")
         fwds, loops, overs = [forward_alone()], [], []
         for r in range(args.inproc_repeats):

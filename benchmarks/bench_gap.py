@@ -33,7 +33,8 @@ def hwm():
             return int(line.split()[1])
 import numpy as np, pandas as pd
 from fakesegment_nb.writer import StoreWriter
-from fakesegment_nb.stats import compute_stats, _as_tree
+from fakesegment_nb.stats import compute_stats
+from fakesegment_nb.store import as_tree
 from fakesegment_nb import gap
 n, c, root = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 store = f"{root}/gap_{n}.zarr"
@@ -59,7 +60,7 @@ if mode == "stats":
     tables = compute_stats(store, ("layers", "images"))
     out = tables.layers.iloc[0][["c2st_auroc", "c2st_p", "fid_ratio"]].to_dict()
 else:
-    tree = _as_tree(store)
+    tree = as_tree(store)
     v = tree["layers/f/features"].values.astype(np.float64).mean(axis=(2, 3))
     d = np.array(dom)
     base = hwm()

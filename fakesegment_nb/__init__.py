@@ -1,19 +1,21 @@
 """fakesegment_nb: where synthetic images look unrealistic to a CNN, layer by layer.
 
-The store readers are imported at once; everything else on first use, so that the command
-line and ``import fakesegment_nb`` stay quick.
+Every name below is imported on first use, so that ``import fakesegment_nb`` and the command
+line load neither torch nor xarray until a command needs them (tests/test_house.py holds both
+to that).
 """
 
+import sys
 from importlib import import_module
+from types import ModuleType
+
+from .errors import FakesegmentError
 
 __version__ = "0.1.0"
 
-from .errors import FakesegmentError  # noqa: E402
-from .store import feature_layer, feature_map, image_table, layer_names, open_store  # noqa: E402
-# eager: the function shares its module's name, and a lazy attribute would lose to the module
-from .evaluate import evaluate  # noqa: E402
-
 _LAZY = {
+    "store": ["open_store", "feature_map", "feature_layer", "image_table", "layer_names"],
+    "evaluate": ["evaluate"],
     "stats": ["layer_table", "channel_table", "pair_table", "domain_stats", "write_stats", "compare_stores",
               "image_scores", "gap_profile"],
     "probe": ["make_probe"],
@@ -23,13 +25,16 @@ _LAZY = {
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["FakesegmentError", "open_store", "feature_map", "feature_layer", "image_table",
-           "layer_names", "evaluate", "__version__", *_WHERE]
+__all__ = ["FakesegmentError", "__version__", *_WHERE]
+
+
+def _load(name: str):
+    return getattr(import_module(f".{_WHERE[name]}", __name__), name)
 
 
 def __getattr__(name):
     if name in _WHERE:
-        value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        value = _load(name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -37,3 +42,22 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(ModuleType):
+    """``evaluate`` is the function although a module of that name lives in the package:
+    importing ``fakesegment_nb.evaluate`` binds the module to the package's attribute, which
+    would hide a lazily loaded function; this attribute ignores that binding."""
+
+    @property
+    def evaluate(self):
+        return _load("evaluate")
+
+    @evaluate.setter
+    def evaluate(self, value):
+        if not isinstance(value, ModuleType):  # the import system's binding of the submodule is ignored
+            raise AttributeError("fakesegment_nb.evaluate is the evaluate function; patch "
+                                 "fakesegment_nb.evaluate.evaluate instead")
+
+
+sys.modules[__name__].__class__ = _Package

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 
 __all__ = ["Backbone", "build_backbone", "model_names", "DEFAULT_MODEL", "SSD_LAYERS", "LITE0_LAYERS"]
 
@@ -95,6 +95,22 @@ class Backbone:
             res[name] = t
         return res
 
+    def run(self, images: Sequence[np.ndarray], keep_float32: bool = False):
+        """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``: what a store holds.
+
+        With ``keep_float32`` also return the first image's float32 features (to check what
+        float16 lost; copying the whole batch to float32 costs more than the check needs).
+        """
+        with torch.inference_mode():
+            feats = self.features(self.preprocess(images))
+            # one pass to float16 and back to (B, C, h, w) row-major order: the backbone runs
+            # channels-last, and the store's chunks are (images, channels, h, w) blocks in C order
+            half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
+                    for k, v in feats.items()}
+            if keep_float32:
+                return half, {k: v[:1].float().cpu().numpy() for k, v in feats.items()}
+            return half
+
     def to(self, device: str | torch.device) -> "Backbone":
         """Move the model to ``device`` in channels-last layout: oneDNN's convolutions run
         about 20% (VGG) to 40% (MobileNet) faster on this CPU with it (benchmarks/bench_extract.py)."""
@@ -153,7 +169,7 @@ def _build_torchvision(name: str, layers: Sequence[str] | None) -> Backbone:
     available = list(dict.fromkeys([*(m for m, _ in model.named_modules() if m), *nodes]))
     if not layers:
         hint = ", ".join(n for n in available if "." not in n)
-        raise FakesegmentError(f"{name} needs --layers (graph nodes or modules, e.g. {hint})")
+        raise ParameterError("layers", f"is required for {name} (graph nodes or modules, e.g. {hint})")
     chosen = _pick_layers(available, layers, name)
     transform = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
     extractor = create_feature_extractor(model, return_nodes={l: l for l in chosen}).eval()

@@ -15,7 +15,10 @@ import numpy as np
 
 from .errors import ImageError
 from .images import load_rgb
+from .store import image_rows
 from .writer import StoreWriter
+
+__all__ = ["extract_distributed", "worker_weights"]
 
 _BACKBONES: dict = {}
 
@@ -43,10 +46,8 @@ def _image_size(path: str):
 def _extract_batch(url, storage_options, model, weights, layers, device, start, paths, shared=()):
     """Write rows ``start:start+len(paths)`` of every layer but ``shared``; return the weights'
     label and the ``shared`` layers' features (for the driver to write)."""
-    from .extract import run_backbone
-
     backbone, info = _worker_backbone(model, weights, layers, device)
-    feats = run_backbone(backbone, [load_rgb(p) for p in paths])
+    feats = backbone.run([load_rgb(p) for p in paths])
     StoreWriter(url, storage_options).write_features(start, {k: v for k, v in feats.items() if k not in shared})
     return info.label, {k: feats[k] for k in shared}
 
@@ -66,8 +67,6 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
     from distributed import Client
     from tqdm.auto import tqdm
 
-    from .extract import _rows, run_backbone
-
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         sizes = client.gather(client.map(_image_size, [e.path for e in todo], pure=False))
@@ -82,7 +81,7 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
         if not good:
             return
         if not writer.exists():
-            probe = run_backbone(backbone, [np.zeros((*backbone.input_size, 3), np.uint8)])
+            probe = backbone.run([np.zeros((*backbone.input_size, 3), np.uint8)])
             writer.create(attrs, {k: v.shape[1:] for k, v in probe.items()})
         wspec = worker_weights(weights_spec, info.label)
         shared = writer.layers_sharing_chunks()
@@ -107,7 +106,7 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
                     raise RuntimeError(f"a worker loaded weights {labels}, the driver {info.label}")
                 if shared:  # the wave's rows are contiguous, in batch order
                     writer.write_features(start, {k: np.concatenate([f[k] for _, f in done]) for k in shared})
-                writer.commit(_rows([good[i] for i in idx], [good_sizes[i] for i in idx]))
+                writer.commit(image_rows([good[i] for i in idx], [good_sizes[i] for i in idx]))
                 result.added += len(idx)
                 bar.update(len(idx))
         finally:

@@ -23,11 +23,14 @@ import torch
 
 from . import __version__
 from .backbones import DEFAULT_MODEL, Backbone
-from .errors import FakesegmentError, ImageError
+from .errors import ImageError, ParameterError
 from .images import load_rgb
 from .manifest import Entry, build_manifest
+from .store import image_rows
 from .writer import StoreWriter
 from .weights import WeightsInfo, load_backbone
+
+__all__ = ["extract", "ExtractResult", "store_attrs", "float16_problems", "COMMIT_EVERY_S"]
 
 
 # A commit (7 root arrays and the marker) costs ~40 ms of CPU here: once per CPU batch (~2.5 s
@@ -55,30 +58,6 @@ def store_attrs(backbone: Backbone, info: WeightsInfo) -> dict:
             "weights_warning": info.warning, "input_size": list(backbone.input_size),
             "layers": list(backbone.layers), "preprocessing": backbone.preprocessing, "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": version("timm"), "fakesegment_nb": __version__}
-
-
-def _rows(entries: Sequence[Entry], sizes: Sequence[tuple[int, int]]) -> pd.DataFrame:
-    return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
-                         "path": [e.path for e in entries], "pair": [e.pair for e in entries],
-                         "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
-                         "sha256": [e.sha256 for e in entries]})
-
-
-def run_backbone(backbone: Backbone, images: Sequence[np.ndarray], keep_float32: bool = False):
-    """Decoded RGB images -> ``{layer: float16 array (B, C, h, w)}``.
-
-    With ``keep_float32`` also return the first image's float32 features (to check what float16
-    lost; copying the whole batch to float32 costs more than the check needs).
-    """
-    with torch.inference_mode():
-        feats = backbone.features(backbone.preprocess(images))
-        # one pass to float16 and back to (B, C, h, w) row-major order: the backbone runs
-        # channels-last, and the store's chunks are (images, channels, h, w) blocks in C order
-        half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
-                for k, v in feats.items()}
-        if keep_float32:
-            return half, {k: v[:1].float().cpu().numpy() for k, v in feats.items()}
-        return half
 
 
 def float16_problems(half: dict[str, np.ndarray], full: dict[str, np.ndarray] | None = None) -> list[str]:
@@ -175,7 +154,7 @@ class _Writer(threading.Thread):
                     self.next_row = self.writer.reserve(self.total)
                 self.writer.write_features(self.next_row, feats)
                 self.next_row += len(entries)
-                self.written.append(_rows(entries, sizes))
+                self.written.append(image_rows(entries, sizes))
                 if time.perf_counter() - self.last_commit >= self.commit_every_s:
                     self._commit()
                 self.busy_s += time.perf_counter() - t
@@ -229,7 +208,7 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
 
     t0 = time.perf_counter()
     if batch_size < 1:
-        raise FakesegmentError("--batch-size must be at least 1")
+        raise ParameterError("batch_size", "must be at least 1")
     report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
     manifest, notes = build_manifest(real, synthetic, pairs)
     result = ExtractResult(store=str(store), notes=list(notes))
@@ -273,9 +252,9 @@ def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, pr
         for entries, arrays in _decoded_batches(todo, batch_size, report, result.failed):
             t = time.perf_counter()
             if checked:
-                feats = run_backbone(backbone, arrays)
+                feats = backbone.run(arrays)
             else:  # the first image tells whether float16 can hold these activations
-                feats, full = run_backbone(backbone, arrays, keep_float32=True)
+                feats, full = backbone.run(arrays, keep_float32=True)
                 for msg in float16_problems({k: v[:1] for k, v in feats.items()}, full):
                     report(f"warning: {msg}")
                 checked, full = True, None

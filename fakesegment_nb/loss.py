@@ -25,6 +25,19 @@ from .backbones import Backbone
 from .errors import FakesegmentError
 from .ssim import WIN_SIZE, feature_ssim
 
+__all__ = ["FeatureRealismLoss", "feature_moments"]
+
+
+def feature_moments(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Feature maps ``(B, C, h, w)`` -> the mean ``(C,)`` and covariance ``(C, C)`` (ddof=1, in
+    float32, differentiable) of their per-location vectors: every ``(y, x)`` of every image, one
+    vector of ``C`` channels. What the unpaired term of :class:`FeatureRealismLoss` matches."""
+    x = f.float().permute(1, 0, 2, 3).reshape(f.shape[1], -1)  # (C, B*h*w)
+    mu = x.mean(dim=1)
+    xc = x - mu[:, None]
+    n = max(x.shape[1] - 1, 1)
+    return mu, xc @ xc.T / n
+
 
 class FeatureRealismLoss(torch.nn.Module):
     """How far synthetic images are from real ones in a frozen network's feature space.
@@ -137,21 +150,13 @@ class FeatureRealismLoss(torch.nn.Module):
         return total
 
     # -- unpaired ---------------------------------------------------------------------------
-    @staticmethod
-    def _moments(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = f.float().permute(1, 0, 2, 3).reshape(f.shape[1], -1)  # (C, B*h*w)
-        mu = x.mean(dim=1)
-        xc = x - mu[:, None]
-        n = max(x.shape[1] - 1, 1)
-        return mu, xc @ xc.T / n
-
     def unpaired_loss(self, synthetic: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
         """``sum_l w_l (mean (mu_s - mu_r)^2 + mean (S_s - S_r)^2)`` over per-location vectors."""
         fs, fr = self.features(synthetic), self.features(real)
         total = 0.0
         for l in self.layers:
-            ms, cs = self._moments(fs[l])
-            mr, cr = self._moments(fr[l])
+            ms, cs = feature_moments(fs[l])
+            mr, cr = feature_moments(fr[l])
             total = total + self.layer_weights[l] * (((ms - mr) ** 2).mean() + ((cs - cr) ** 2).mean())
         return total
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import FakesegmentError
 from .images import IMAGE_EXTENSIONS
 
+__all__ = ["Entry", "build_manifest", "scan_folder", "read_pairs_csv", "pairs_by_stem", "file_sha256", "DOMAINS"]
+
 DOMAINS = ("real", "synthetic")
 
 

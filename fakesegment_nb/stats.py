@@ -10,7 +10,7 @@ Three tables (DESIGN.md section 5; the CSV names and columns are a contract):
 * ``pairs.csv`` -- one row per (paired synthetic image, layer): ``mse``, ``ssim``, ``cosine``.
 * ``images.csv`` -- one row per (synthetic image, layer), plus a ``fused`` layer: ``score``
   (higher = less realistic) and ``rank`` (1 = least realistic) from
-  :func:`fakesegment_nb.gap.realism_scores`.
+  :func:`fakesegment_nb.realism.realism_scores`.
 
 ``layers.csv`` also carries the gap on one scale (:mod:`fakesegment_nb.gap`): ``fid_lo,
 fid_hi`` (bootstrap interval), ``fid_floor`` and ``fid_ratio``, ``c2st_auroc`` and ``c2st_p``;
@@ -19,7 +19,7 @@ saying why a value is NaN. All of it comes from the per-image vectors the pass o
 computes anyway.
 
 Everything is a dask reduction over the chunked store, a layer at a time, in blocks of a few
-MiB: memory grows with the number of images only through the ``(images, channels)`` table of
+MiB (:mod:`fakesegment_nb.layerstats`): memory grows with the number of images only through the ``(images, channels)`` table of
 per-image vectors. A running ``dask.distributed.Client`` is used when there is one.
 """
 
@@ -31,17 +31,20 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from . import __version__
 from .errors import FakesegmentError
-from .gap import EXTRA_FIELDS, GAP_FIELDS, layer_gap, realism_scores
-from .metrics import cohens_d, fid, frechet_from_moments, kid
-from .store import _as_tree, _strings, feature_layer, image_table, layer_names
+from .gap import EXTRA_FIELDS, GAP_FIELDS
+from .layerstats import layer_stats
+from .store import as_strings, as_tree, image_table, layer_names, partners
+
+__all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprint", "StatsTables",
+           "layer_table", "channel_table", "pair_table", "image_scores", "gap_profile", "compare_stores",
+           "LAYER_COLUMNS", "CHANNEL_COLUMNS", "PAIR_COLUMNS", "IMAGE_COLUMNS", "GAP_COLUMNS", "COMPARE_EXTRA",
+           "FUSED", "TABLES", "COLUMNS"]
 
 LAYER_COLUMNS = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", "channels", "height",
                  "width", "n_nonfinite", *GAP_FIELDS]
@@ -56,7 +59,6 @@ TABLES = ("layers", "channels", "pairs", "images", "gap")
 COLUMNS = {"layers": LAYER_COLUMNS, "channels": CHANNEL_COLUMNS, "pairs": PAIR_COLUMNS, "images": IMAGE_COLUMNS,
            "gap": GAP_COLUMNS}
 _STRING_COLUMNS = ("layer", "image", "pair", "note")
-BLOCK_BYTES = 8 * 2**20  # float64 bytes of one block of images handed to a task
 
 
 @dataclass
@@ -80,179 +82,12 @@ class StatsTables:
 
 
 # --------------------------------------------------------------------------------------------
-# block functions (run in dask tasks; module level so distributed workers can import them)
-
-
-def _block_vectors(block: np.ndarray) -> np.ndarray:
-    """(k, C, h, w) float16 -> (k, C) float64 means over y, x."""
-    return block.astype(np.float64).mean(axis=(2, 3))
-
-
-def _block_active(block: np.ndarray) -> np.ndarray:
-    """(k, C, h, w) -> (k, C) fraction of positive values."""
-    return (block > 0).mean(axis=(2, 3), dtype=np.float64)
-
-
-def _block_nonfinite(block: np.ndarray) -> np.ndarray:
-    """(k, C, h, w) -> (k,) 1.0 where an image holds NaN or inf."""
-    return (~np.isfinite(block)).any(axis=(1, 2, 3)).astype(np.float64)
-
-
-def _block_scatter(block: np.ndarray) -> np.ndarray:
-    """(k, C, h, w) -> (1, C, C): sum over the k images of the within-image scatter matrix
-    ``sum_loc (x - m_i)(x - m_i)^T`` of the per-location vectors."""
-    k, c = block.shape[:2]
-    out = np.zeros((1, c, c))
-    with np.errstate(all="ignore"):
-        for i in range(k):
-            x = block[i].reshape(c, -1).astype(np.float64)
-            x -= x.mean(axis=1, keepdims=True)
-            out[0] += x @ x.T
-    return out
-
-
-def _block_pairs(syn: np.ndarray, real: np.ndarray) -> np.ndarray:
-    """Aligned (k, C, h, w) blocks -> (k, 3): mse, ssim, cosine per pair."""
-    import torch  # imported only where SSIM is computed
-
-    from .ssim import feature_ssim
-
-    a, b = syn.astype(np.float64), real.astype(np.float64)
-    with np.errstate(all="ignore"):
-        mse = ((a - b) ** 2).mean(axis=(1, 2, 3))
-        dot = (a * b).sum(axis=(1, 2, 3))
-        norms = np.sqrt((a * a).sum(axis=(1, 2, 3)) * (b * b).sum(axis=(1, 2, 3)))
-        cosine = np.where(norms > 0, dot / norms, np.nan)
-    # SSIM in float32 (the stored float16 values convert exactly), on centred maps (see
-    # ssim._ssim_block): within 1e-7 of skimage's float64 result, 2-3x faster than float64
-    ssim = feature_ssim(torch.from_numpy(syn.astype(np.float32)), torch.from_numpy(real.astype(np.float32)))
-    return np.stack([mse, ssim.double().numpy(), cosine], axis=1)
-
-
-# --------------------------------------------------------------------------------------------
-# one layer
-
-
-def _block_size(c: int, h: int, w: int) -> int:
-    return max(1, int(BLOCK_BYTES // max(1, c * h * w * 8)))
-
-
-def _dask_features(tree, layer: str) -> da.Array:
-    arr = feature_layer(tree, layer)
-    if arr.chunks is None:
-        arr = arr.chunk({"image": 1})
-    return arr.data
-
-
-def _domain_parts(feats: da.Array, idx: np.ndarray, k: int) -> dict:
-    c = feats.shape[1]
-    x = feats[idx].rechunk({0: k, 1: -1, 2: -1, 3: -1})
-    nblocks = len(x.chunks[0])
-    scatter = x.map_blocks(_block_scatter, dtype=np.float64, drop_axis=3,
-                           chunks=((1,) * nblocks, (c,), (c,)))
-    return {"vectors": x.map_blocks(_block_vectors, dtype=np.float64, drop_axis=[2, 3]),
-            "active": x.map_blocks(_block_active, dtype=np.float64, drop_axis=[2, 3]),
-            "nonfinite": x.map_blocks(_block_nonfinite, dtype=np.float64, drop_axis=[1, 2, 3]),
-            "scatter": scatter.sum(axis=0, split_every=4)}
-
-
-def _pair_part(feats: da.Array, syn_idx: np.ndarray, real_idx: np.ndarray, k: int) -> da.Array:
-    chunks = {0: k, 1: -1, 2: -1, 3: -1}
-    s = feats[syn_idx].rechunk(chunks)
-    r = feats[real_idx].rechunk(chunks)
-    return da.map_blocks(_block_pairs, s, r, dtype=np.float64, drop_axis=[2, 3],
-                         chunks=(s.chunks[0], (3,)))
-
-
-def _patch_fd(vr, sr, vs, ss, hw: int) -> float:
-    """Fréchet distance of per-location vectors from per-image means and within scatters."""
-    if hw == 1:  # one location per image: the per-location vectors are the per-image ones
-        return fid(vr, vs)
-
-    def moments(v, scatter):
-        n_loc = len(v) * hw
-        if n_loc < 2:
-            return None
-        mu = v.mean(axis=0)
-        dev = v - mu
-        return mu, (scatter + hw * dev.T @ dev) / (n_loc - 1)
-
-    a, b = moments(vr, sr), moments(vs, ss)
-    if a is None or b is None:
-        return float("nan")
-    return frechet_from_moments(*a, *b)
-
-
-def _layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
-                 want: set) -> dict:
-    feats = _dask_features(tree, layer)
-    _, c, h, w = feats.shape
-    k = _block_size(c, h, w)
-    idx_r, idx_s = np.flatnonzero(domains == "real"), np.flatnonzero(domains == "synthetic")
-    todo = {}
-    if want & {"layers", "channels", "images", "gap"}:
-        todo["real"] = _domain_parts(feats, idx_r, k)
-        todo["synthetic"] = _domain_parts(feats, idx_s, k)
-    if "pairs" in want and len(pairs[0]):
-        todo["pairs"] = _pair_part(feats, *pairs, max(1, k // 2))
-    (res,) = dask.compute(todo)
-    out = {"channels": c, "height": h, "width": w}
-    if "pairs" in res:
-        out["pairs"] = res["pairs"]
-    if "real" not in res:
-        return out
-    r, s = res["real"], res["synthetic"]
-    vr, vs = r["vectors"], s["vectors"]
-    nonfinite = int(r["nonfinite"].sum() + s["nonfinite"].sum())
-    if nonfinite:
-        warnings.warn(f"layer {layer}: {nonfinite} images hold NaN or inf features (float16 overflow?); "
-                      "their fid, kid and patch_fd are NaN", RuntimeWarning, stacklevel=3)
-    nan = float("nan")
-    fid_value = nan if nonfinite else fid(vr, vs)
-    out["layer_row"] = {"layer": layer, "fid": fid_value,
-                        "kid": nan if nonfinite else kid(vr, vs),
-                        "patch_fd": nan if nonfinite else _patch_fd(vr, r["scatter"], vs, s["scatter"], h * w),
-                        "n_real": len(vr), "n_synthetic": len(vs), "channels": c, "height": h,
-                        "width": w, "n_nonfinite": nonfinite}
-    # pairs as rows of vr / vs: the gap's folds, bootstrap and scores keep twins together
-    pair_of = np.full(len(idx_s), -1)
-    pos_r = {g: i for i, g in enumerate(idx_r)}
-    pos_s = {g: i for i, g in enumerate(idx_s)}
-    for i_syn, i_real in zip(*pairs):
-        pair_of[pos_s[i_syn]] = pos_r[i_real]
-    if want & {"layers", "gap"}:
-        gap = layer_gap(vr, vs, fid_value, pair_of=pair_of, scores=False)  # NaN + note if degenerate
-        out["layer_row"].update(gap.columns)
-        out["gap_row"] = {"layer": layer, **gap.extra}
-    if "images" in want:
-        out["scores"], _ = realism_scores(vr, vs, pair_of=pair_of)
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out["channel_rows"] = pd.DataFrame({
-            "layer": layer, "channel": np.arange(c),
-            "mean_real": vr.mean(axis=0), "std_real": vr.std(axis=0, ddof=1),
-            "mean_synthetic": vs.mean(axis=0), "std_synthetic": vs.std(axis=0, ddof=1),
-            "active_real": r["active"].mean(axis=0), "active_synthetic": s["active"].mean(axis=0),
-            "effect_size": cohens_d(vr, vs, axis=0)})
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # whole store
-
-
-def _pairs_of(images: pd.DataFrame) -> pd.DataFrame:
-    """Synthetic images whose pair is a stored real image: columns image, pair, i_syn, i_real."""
-    pos = pd.Series(np.arange(len(images)), index=images.index)
-    real_ids = set(images.index[images["domain"] == "real"])
-    syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
-    return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
-                         "i_syn": pos[syn.index].to_numpy(), "i_real": pos[syn["pair"]].to_numpy()})
 
 
 def fingerprint(store) -> str:
     """What the cached statistics depend on: images, domains, contents, pairs, network, version."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     images = image_table(tree)
     h = hashlib.sha256()
     h.update(json.dumps({k: tree.attrs.get(k) for k in ("model", "weights", "layers", "input_size")},
@@ -281,7 +116,7 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         The store has no real or no synthetic images (every table compares the two), or an
         unknown layer or table is asked for.
     """
-    tree = _as_tree(store)
+    tree = as_tree(store)
     want = set(tables)
     if want - set(TABLES):
         raise FakesegmentError(f"unknown statistics table(s) {sorted(want - set(TABLES))}; choose from {TABLES}")
@@ -293,13 +128,13 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         raise FakesegmentError(f"the store has no {' and no '.join(empty)} images "
                                f"({counts['real']} real, {counts['synthetic']} synthetic); "
                                "domain statistics compare real with synthetic")
-    pairs = _pairs_of(images)
+    pairs = partners(images)
     layers = layer_names(tree) if layers is None else list(layers)
     if "gap" in want:
         want.add("layers")
     layer_rows, channel_rows, pair_rows, gap_rows, scores = [], [], [], [], {}
     for layer in layers:
-        res = _layer_stats(tree, layer, domains, (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
+        res = layer_stats(tree, layer, domains, (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
         if "layer_row" in res:
             layer_rows.append(res["layer_row"])
             channel_rows.append(res["channel_rows"])
@@ -366,7 +201,7 @@ def _sort_pairs(df: pd.DataFrame, pairs: pd.DataFrame, layers: list[str]) -> pd.
 
 def cached_stats(store) -> StatsTables | None:
     """The tables cached in the store's ``stats/`` group, or None if absent or out of date."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if "stats" not in tree.children or "layers" not in tree["stats"].children:
         return None
     fp = fingerprint(tree)
@@ -385,7 +220,7 @@ def cached_stats(store) -> StatsTables | None:
             return None  # written by a version with fewer columns
         for col in _STRING_COLUMNS:
             if col in df:
-                df[col] = _strings(df[col].to_numpy())
+                df[col] = as_strings(df[col].to_numpy())
         if "rank" in df:
             df["rank"] = df["rank"].round().astype("Int64")
         out[name] = df[columns]
@@ -419,7 +254,7 @@ def domain_stats(store, cache: bool = True) -> StatsTables:
     store : store path / URL or an opened DataTree.
     cache : read the cache if fresh (nothing is written; :func:`write_stats` does that).
     """
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if cache:
         hit = cached_stats(tree)
         if hit is not None:
@@ -430,14 +265,14 @@ def domain_stats(store, cache: bool = True) -> StatsTables:
 def layer_table(store, cache: bool = True) -> pd.DataFrame:
     """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...,
     fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p``."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
 
 
 def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFrame:
     """Table ``name`` from the cache (or computed for ``layer`` only), cut to ``layer``'s rows."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     if hit is not None:
         df = hit[name]
@@ -449,7 +284,7 @@ def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFram
 def gap_profile(store, cache: bool = True) -> pd.DataFrame:
     """The gap profile: one row per layer, in network order, with the ``layers.csv`` columns and
     the ``gap`` table's (``c2st_lo, c2st_hi, c2st_chance, folds, permutations, note``)."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     t = hit if hit is not None else compute_stats(tree, ("layers", "gap"))
     return t.layers.merge(t.gap, on="layer", how="left")
@@ -458,7 +293,7 @@ def gap_profile(store, cache: bool = True) -> pd.DataFrame:
 def image_scores(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
     """``images.csv`` as a DataFrame: ``image, layer, score, rank`` per synthetic image and layer
     (and ``fused``), least realistic first within each layer; ``layer`` picks one layer's rows."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     hit = cached_stats(tree) if cache else None
     df = hit.images if hit is not None else compute_stats(tree, ("images",)).images
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
@@ -493,7 +328,7 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
     if not isinstance(store, (str, Path)):
         raise FakesegmentError("write_stats needs the store's path or URL (it writes the stats/ group)")
     url = str(store)
-    tree = _as_tree(url)
+    tree = as_tree(url)
     tables = None if recompute else cached_stats(tree)
     if tables is None:
         tables = compute_stats(tree)
@@ -536,7 +371,7 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     stores do not hold the same images (by content) -- their distances are then not
     comparable; ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same.
     """
-    trees = [_as_tree(s) for s in stores]
+    trees = [as_tree(s) for s in stores]
     if not trees:
         raise FakesegmentError("compare_stores needs at least one store")
     if labels is None:

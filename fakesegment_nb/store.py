@@ -16,12 +16,15 @@ import xarray as xr
 import zarr
 
 from .errors import FakesegmentError
+
+__all__ = ["open_store", "as_tree", "image_table", "partners", "layer_names", "feature_layer", "feature_map",
+           "as_strings", "image_rows", "ROOT_VARS", "STRING_VARS", "COMMITTED"]
 from .targets import is_local as _is_local
 from .targets import local_path as _local_path
 from .targets import normalise as _normalise
 
 ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
-_STR_VARS = ("image", "domain", "path", "pair", "sha256")
+STRING_VARS = ("image", "domain", "path", "pair", "sha256")
 COMMITTED = "images_committed"  # root attribute: rows that count as stored
 
 
@@ -108,31 +111,48 @@ def _committed_rows(attrs, rows: int) -> int:
     return min(rows, int(attrs.get(COMMITTED, rows)))
 
 
-def _as_tree(store) -> xr.DataTree:
-    return store if isinstance(store, xr.DataTree) else open_store(store)
+def as_tree(store, **open_kwargs) -> xr.DataTree:
+    """``store`` itself if it is an opened DataTree, else :func:`open_store` ``(store, **open_kwargs)``:
+    what every function taking "a store path, URL or DataTree" starts with."""
+    return store if isinstance(store, xr.DataTree) else open_store(store, **open_kwargs)
 
 
 def image_table(store) -> pd.DataFrame:
     """The root variables as a DataFrame indexed by image id (reads nothing else)."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     ds = tree.to_dataset(inherit=False)[list(ROOT_VARS)]
     df = ds.load().to_dataframe()
-    for col in _STR_VARS:
+    for col in STRING_VARS:
         if col in df:
-            df[col] = _strings(df[col].to_numpy())
-    df.index = pd.Index(_strings(df.index.to_numpy()), name="image")
+            df[col] = as_strings(df[col].to_numpy())
+    df.index = pd.Index(as_strings(df.index.to_numpy()), name="image")
     return df
+
+
+def partners(images: pd.DataFrame) -> pd.DataFrame:
+    """Every synthetic image whose ``pair`` is a stored real image: its real partner.
+
+    ``images`` is :func:`image_table` (or any frame indexed by image id with ``domain`` and
+    ``pair`` columns). Returns one row per such synthetic image, in table order, with columns
+    ``image`` and ``pair`` (the two ids) and ``i_syn`` and ``i_real`` (their row positions in
+    ``images``). A pair naming an image that is not stored, or that is not real, is no partner.
+    """
+    pos = pd.Series(np.arange(len(images)), index=images.index)
+    real_ids = set(images.index[images["domain"] == "real"])
+    syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
+    return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
+                         "i_syn": pos[syn.index].to_numpy(dtype=int), "i_real": pos[syn["pair"]].to_numpy(dtype=int)})
 
 
 def layer_names(store) -> list[str]:
     """Layer names in network order, as recorded in the store's attributes."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     return list(tree.attrs.get("layers", list(tree["layers"].children)))
 
 
 def feature_layer(store, layer: str) -> xr.DataArray:
     """One layer's features ``(image, channel, y, x)``, lazy (dask), float16 as stored."""
-    tree = _as_tree(store)
+    tree = as_tree(store)
     if layer not in tree["layers"].children:
         raise FakesegmentError(f"the store has no layer {layer!r}; it has {', '.join(layer_names(tree))}")
     return tree["layers"][layer]["features"]
@@ -150,6 +170,16 @@ def feature_map(store, image: str, layer: str, channel: int) -> xr.DataArray:
     return out.astype(np.float32).compute()
 
 
-def _strings(values) -> np.ndarray:
+def image_rows(entries, sizes) -> pd.DataFrame:
+    """The root rows of a commit (:meth:`StoreWriter.commit`): one per image, columns ``image``
+    and :data:`ROOT_VARS`, from entries with ``image, domain, path, pair, sha256`` attributes
+    (:class:`fakesegment_nb.manifest.Entry`) and their decoded ``(height, width)``."""
+    return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
+                         "path": [e.path for e in entries], "pair": [e.pair for e in entries],
+                         "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
+                         "sha256": [e.sha256 for e in entries]})
+
+
+def as_strings(values) -> np.ndarray:
     """Any zarr/numpy string array (StringDType included) as an object array of str."""
     return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)

@@ -35,8 +35,8 @@ import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .errors import FakesegmentError
-from .store import _STR_VARS, COMMITTED, ROOT_VARS, _strings
+from .errors import ParameterError
+from .store import COMMITTED, ROOT_VARS, STRING_VARS, as_strings
 from .targets import StoreBusy, StoreTarget, store_target
 
 __all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk"]
@@ -156,8 +156,8 @@ class StoreWriter:
         diffs = [f"{k} {have.get(k)!r} (this run: {attrs.get(k)!r})" for k in IDENTITY_ATTRS
                  if _norm(have.get(k)) != _norm(attrs.get(k))]
         if diffs:
-            raise FakesegmentError(f"store {self.url} was made with another network: " + "; ".join(diffs)
-                                   + " -- extract into another --store")
+            raise ParameterError("store", f"{self.url} was made with another network: " + "; ".join(diffs)
+                                 + "; extract into another store")
 
     def create(self, attrs: dict, shapes: dict[str, tuple[int, int, int]]) -> None:
         """Create an empty store: root image table and one features array per layer."""
@@ -165,7 +165,7 @@ class StoreWriter:
         self._group = None
         g = self._open("a")
         for name in ("image", *ROOT_VARS):
-            is_str = name in _STR_VARS
+            is_str = name in STRING_VARS
             g.create_array(name, shape=(0,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
                            fill_value="" if is_str else 0, dimension_names=("image",))
         layers = g.require_group("layers")
@@ -213,7 +213,7 @@ class StoreWriter:
         """Committed image ids, domains and hashes."""
         n = self.committed()
         g = self.group
-        return pd.DataFrame({k: _strings(g[k][:n]) for k in ("image", "domain", "sha256", "pair")})
+        return pd.DataFrame({k: as_strings(g[k][:n]) for k in ("image", "domain", "sha256", "pair")})
 
     # -- appending --------------------------------------------------------------------------
     def reserve(self, n_new: int) -> int:
@@ -265,8 +265,8 @@ class StoreWriter:
         """Rewrite the ``pair`` of stored images named in ``pairs`` (a later run may add partners)."""
         g = self.group
         n = self.committed()
-        ids = _strings(g["image"][:n])
-        cur = _strings(g["pair"][:n])
+        ids = as_strings(g["image"][:n])
+        cur = as_strings(g["pair"][:n])
         new = np.array([pairs.get(i, p) for i, p in zip(ids, cur)], dtype=object)
         if n and list(new) != list(cur):
             g["pair"][:n] = new
@@ -278,7 +278,7 @@ class StoreWriter:
 
 
 def _column(rows: pd.DataFrame, k: str) -> np.ndarray:
-    if k in _STR_VARS:
+    if k in STRING_VARS:
         return np.asarray(rows[k].astype(str).to_numpy(), dtype=object)
     return rows[k].to_numpy(dtype="int32")
 

@@ -71,16 +71,14 @@ def backbone():
 @functools.lru_cache(maxsize=1)
 def photo_features() -> dict:
     """resnet18 features of the base photos and of their twins at every severity."""
-    from fakesegment_nb.extract import run_backbone
-
     bases = [photo(n) for n in BASES]
     imgs = {0: bases, **{s: [degrade(b, s, seed=i) for i, b in enumerate(bases)] for s in SEVERITIES}}
-    return {s: run_backbone(backbone(), ims) for s, ims in imgs.items()}, imgs
+    return {s: backbone().run(ims) for s, ims in imgs.items()}, imgs
 
 
 @functools.lru_cache(maxsize=None)
 def severity_store(severity: int) -> Path:
-    """Real base photos + their twins at ``severity``, paired (hand-written from run_backbone)."""
+    """Real base photos + their twins at ``severity``, paired (hand-written from Backbone.run)."""
     feats, _ = photo_features()
     n = len(BASES)
     features = {l: np.concatenate([feats[0][l], feats[severity][l]]) for l in LAYERS}

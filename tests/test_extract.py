@@ -9,7 +9,7 @@ import xarray as xr
 import zarr
 
 import fakesegment_nb as fs
-from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.errors import FakesegmentError, ParameterError
 from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
 from fakesegment_nb.writer import StoreWriter, channel_chunk, image_chunk
@@ -116,6 +116,33 @@ def test_store_from_another_network_is_refused_and_kept(tmp_path, fast_store, pa
     with pytest.raises(FakesegmentError, match="model 'torchvision:resnet18'"):
         extract(*pair_dirs, store, model="ssdlite320_mobilenet_v3_large", weights="random:0", progress=False)
     assert fs.image_table(store).equals(before)
+
+
+def test_bad_arguments_name_the_parameter_and_the_cli_names_the_flag(tmp_path, fast_store, pair_dirs, capsys):
+    from fakesegment_nb.cli import main
+
+    store = tmp_path / "s.zarr"
+    shutil.copytree(fast_store, store)
+    common = ["extract", "--real", str(pair_dirs[0]), "--synthetic", str(pair_dirs[1]), "--quiet"]
+    cases = [  # (library call, its parameter and message start, CLI arguments, the CLI's line)
+        (dict(batch_size=0), "batch_size", "batch_size must be at least 1",
+         ["--store", str(tmp_path / "new.zarr"), "--batch-size", "0"], "--batch-size must be at least 1"),
+        (dict(model="torchvision:resnet18"), "layers", "layers is required for torchvision:resnet18 (graph nodes",
+         ["--store", str(tmp_path / "new.zarr"), "--model", "torchvision:resnet18"],
+         "--layers is required for torchvision:resnet18 (graph nodes"),
+        (dict(model="ssdlite320_mobilenet_v3_large"), "store", f"store {store} was made with another network",
+         ["--store", str(store), "--model", "ssdlite320_mobilenet_v3_large"],
+         f"--store {store} was made with another network"),
+    ]
+    for kwargs, param, message, argv, line in cases:
+        with pytest.raises(ParameterError) as exc:
+            extract(*pair_dirs, kwargs.pop("store", store if param == "store" else tmp_path / "new.zarr"),
+                    weights="random:0", progress=False, **kwargs)
+        assert exc.value.param == param and str(exc.value).startswith(message) and "--" not in str(exc.value)
+        assert main([*common, *argv, "--weights", "random:0"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"fakesegment: error: {line}"), err
+    assert not (tmp_path / "new.zarr" / "zarr.json").exists() and fs.image_table(store).equals(fs.image_table(fast_store))
 
 
 def test_other_architecture_and_fsspec_url(tmp_path, pair_dirs):
@@ -251,9 +278,9 @@ def test_commit_cut_after_every_root_array_grew(tmp_path, pair_dirs):
 def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs, monkeypatch):
     """Batches are committed every few seconds and when the run ends for any reason (Ctrl-C,
     an error): what was written before the failure is kept and the rerun adds the rest."""
-    import fakesegment_nb.extract as fx
+    from fakesegment_nb.backbones import Backbone
 
-    calls, real_run = [], fx.run_backbone
+    calls, real_run = [], Backbone.run
 
     def failing(*a, **k):
         calls.append(1)
@@ -261,13 +288,13 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
             raise KeyboardInterrupt
         return real_run(*a, **k)
 
-    monkeypatch.setattr(fx, "run_backbone", failing)
+    monkeypatch.setattr(Backbone, "run", failing)
     store = tmp_path / "s.zarr"
     kw = dict(model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         extract(*pair_dirs, store, **kw)
     assert fs.open_store(store).sizes["image"] == 4
-    monkeypatch.setattr(fx, "run_backbone", real_run)
+    monkeypatch.setattr(Backbone, "run", real_run)
     again = extract(*pair_dirs, store, **kw)
     assert (again.added, again.already_stored) == (4, 4)
     assert xr.open_datatree(store, engine="zarr", consolidated=False)["layers/layer3/features"].shape[0] == 8

@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from fakesegment_nb import c2st as c2st_module
 from fakesegment_nb import gap
 from fakesegment_nb.gap import c2st, fid_floor, fid_interval, frechet, layer_gap, realism_scores
 from fakesegment_nb.metrics import fid
@@ -141,7 +142,7 @@ def test_joint_block_fit_equals_separate_sklearn_fits():
     z[labels == 1, :3] += 0.8
     splits = list(StratifiedKFold(5, shuffle=True, random_state=0).split(z, labels))
     orders = [np.arange(40), rng.permutation(40), rng.permutation(40)]
-    joint = gap._fit_decisions(z, orders, labels, splits, 0.1)
+    joint = c2st_module._fit_decisions(z, orders, labels, splits, 0.1)
     for j, o in enumerate(orders):
         ones = np.ones((40, 1))
         zo = np.hstack([z[o], ones])
@@ -152,7 +153,7 @@ def test_joint_block_fit_equals_separate_sklearn_fits():
             np.testing.assert_allclose(joint[test, j], exact, atol=2e-3 * np.abs(exact).max())
     # replicate AUROCs (Mann-Whitney U) are sklearn's AUROC
     for j in range(3):
-        assert gap._aurocs(labels, joint[:, [j]])[0] == pytest.approx(roc_auc_score(labels, joint[:, j]), abs=1e-12)
+        assert c2st_module._aurocs(labels, joint[:, [j]])[0] == pytest.approx(roc_auc_score(labels, joint[:, j]), abs=1e-12)
 
 
 def test_degenerate_input_gives_nan_and_a_note():

@@ -125,3 +125,13 @@ def test_bad_arguments_are_clear_errors():
         loss(torch.rand(2, 3, 32, 32), torch.rand(1, 3, 32, 32))
     with pytest.raises(FakesegmentError, match="float tensor"):
         loss(torch.rand(3, 32, 32), torch.rand(3, 32, 32))
+
+
+def test_feature_moments_are_numpys_mean_and_covariance_of_the_per_location_vectors():
+    from fakesegment_nb.loss import feature_moments
+
+    f = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    mu, cov = feature_moments(f)
+    vectors = f.numpy().transpose(0, 2, 3, 1).reshape(-1, 5)  # one row per (image, y, x)
+    np.testing.assert_allclose(mu.numpy(), vectors.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cov.numpy(), np.cov(vectors, rowvar=False), rtol=1e-5, atol=1e-6)

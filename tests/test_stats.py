@@ -313,3 +313,15 @@ def test_compare_stores_side_by_side(tables):
         two = fs.compare_stores([a, extracted_store()[0]])
     assert list(two.columns.get_level_values(0).unique()) == ["torchvision:resnet18 (random:0) #1",
                                                               "torchvision:resnet18 (random:0) #2"]
+
+
+def test_partners_are_synthetic_images_paired_with_a_stored_real_image():
+    from fakesegment_nb.store import partners
+
+    images = pd.DataFrame({"domain": ["real", "synthetic", "synthetic", "real", "synthetic", "synthetic"],
+                           "pair": ["s/b", "r/a", "r/gone", "", "s/b", "r/d"]},
+                          index=pd.Index(["r/a", "s/b", "s/c", "r/d", "s/e", "s/f"], name="image"))
+    found = partners(images)
+    # s/c's partner is not stored, s/e names a synthetic image; s/b and s/f have real partners
+    assert found.to_dict("list") == {"image": ["s/b", "s/f"], "pair": ["r/a", "r/d"], "i_syn": [1, 5], "i_real": [0, 3]}
+    assert list(partners(images.iloc[:0]).columns) == ["image", "pair", "i_syn", "i_real"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.errors import FakesegmentError, ParameterError
 from fakesegment_nb.weights import cache_path, load_backbone
 
 FAST = "ssdlite320_mobilenet_v3_large"
@@ -100,8 +100,9 @@ def test_torchvision_classifier_backbone():
     with torch.no_grad():
         out = bb.features(x)
     assert tuple(out["layer1"].shape) == (1, 64, 56, 56) and tuple(out["layer3"].shape) == (1, 256, 14, 14)
-    with pytest.raises(FakesegmentError, match="needs --layers"):
+    with pytest.raises(ParameterError, match="layers is required for torchvision:resnet18") as exc:
         load_backbone("torchvision:resnet18", "random:0")
+    assert exc.value.param == "layers"  # the CLI says --layers (test_extract)
     with pytest.raises(FakesegmentError, match="has no layer nope"):
         load_backbone("torchvision:resnet18", "random:0", layers=["nope"])
     with pytest.raises(FakesegmentError, match="unknown model"):

@@ -97,11 +97,11 @@ def unpaired_terms(realism, synthetic: torch.Tensor, bank, running: dict | None 
     gap is then estimated from many batches while the gradient still flows through this batch's
     images (a batch of a few scenes alone mostly measures which scenes it drew).
     """
-    from ..loss import FeatureRealismLoss
+    from ..loss import feature_moments
 
     out = {}
     for l, f in realism.features(synthetic).items():
-        ms, cs = FeatureRealismLoss._moments(f)
+        ms, cs = feature_moments(f)
         if running is not None and momentum > 0:
             if l in running:
                 rm, rc = running[l]
