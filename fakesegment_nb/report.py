@@ -244,7 +244,7 @@ class ReportContext:
     def _no_store(self):
         from IPython.display import HTML
 
-        from .widgets._view import note_html
+        from .widgets.markup import note_html
 
         return HTML(note_html(f"not shown: {self.missing[0]}"))
 
@@ -260,14 +260,13 @@ class ReportContext:
         not)"; a compare store that cannot be read is named in a note below the figure."""
         from IPython.display import HTML
 
-        from .widgets._render import figure_html
-        from .widgets._view import note_html
+        from .widgets.render import figure_html
+        from .widgets.markup import note_html
         from .widgets.plots import gap_profile_figure
-        from .widgets.stats_bridge import stats_available
 
         if self.view is None:
             return self._no_store()
-        why = stats_available(self.view)
+        why = self.view.stats_missing()
         if why:
             return HTML(note_html(f"gap profile unavailable: {why}"))
         from .stats import compare_stores
@@ -278,8 +277,8 @@ class ReportContext:
                 from .widgets import StoreView
 
                 v = StoreView(other)
-                if stats_available(v):
-                    raise FakesegmentError(stats_available(v))
+                if v.stats_missing():
+                    raise FakesegmentError(v.stats_missing())
             except Exception as exc:  # noqa: BLE001 -- any unreadable store: a note, not a failure
                 notes.append(f"compare store {other} not shown: {exc}")
                 continue
@@ -312,8 +311,8 @@ class ReportContext:
         ``layer`` = fused by default), as thumbnails with their score and rank."""
         from IPython.display import HTML
 
-        from .widgets._render import Panel, figure_html, note_rgb, panels_figure
-        from .widgets._view import note_html
+        from .widgets.render import Panel, figure_html, note_rgb, panels_figure
+        from .widgets.markup import note_html
 
         if self.view is None:
             return self._no_store()
