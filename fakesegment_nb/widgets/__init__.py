@@ -1,4 +1,5 @@
-"""Jupyter widgets over a feature store: :class:`Explorer`, :class:`Gallery`, :class:`DomainDashboard`.
+"""Jupyter widgets over a feature store: :class:`Explorer`, :class:`Gallery`, :class:`DomainDashboard`,
+and :class:`ReportContext`, what the report notebook shows.
 
 Every widget shows a banner when the store's weights are untrained, reads the store lazily,
 and carries a static HTML view of itself for front ends without a widget manager
@@ -17,6 +18,7 @@ _LAZY = {
     "dashboard": ["DomainDashboard"],
     "explorer": ["Explorer"],
     "gallery": ["Gallery"],
+    "report_context": ["ReportContext"],
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
