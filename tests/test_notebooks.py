@@ -16,7 +16,7 @@ from fakesegment_nb.cli import main, parse_value, report_parameters
 from fakesegment_nb.errors import ParameterError
 from fakesegment_nb.report import ReportResult, run_report, write_html
 
-from nb_support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
+from support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
 
 FIGURE = "data:image/png;base64,"
 

@@ -14,7 +14,7 @@ from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.regions import layer_box, region_drivers
 from fakesegment_nb.widgets import DomainDashboard, Explorer, Gallery, StoreView, banner_html
 
-from nb_support import LAYERS, UNPAIRED, store_without_maps, tiny_store
+from support import TINY_LAYERS as LAYERS, UNPAIRED, store_without_maps, tiny_store
 
 
 @pytest.fixture(scope="module")
