@@ -8,6 +8,8 @@ import warnings
 
 from .errors import FakesegmentError, ParameterError
 
+__all__ = ["main", "build_parser", "parse_value", "report_parameters", "FLAGS"]
+
 
 def _extract(args) -> int:
     from .extract import extract
@@ -31,12 +33,36 @@ def _stats(args) -> int:
     return 0
 
 
+def parse_value(text: str):
+    """A ``-p NAME VALUE`` string as a value: int, float, true/false, none, else the string itself.
+
+    Nothing is evaluated: ``"__import__('os')"`` stays that string.
+    """
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def report_parameters(pairs) -> dict:
+    """``-p NAME VALUE`` pairs as the ``{name: value}`` :func:`fakesegment_nb.report.run_report`
+    takes (see :func:`parse_value`; a name given twice keeps its last value)."""
+    return {name: parse_value(value) for name, value in pairs or []}
+
+
 def _report(args) -> int:
     from .report import run_report
 
-    res = run_report(args.store, args.out, args.parameter or [], progress=not args.quiet)
-    print(f"{res['html']}: report written ({res['bytes'] / 2**20:.1f} MiB, {res['seconds']:.0f} s); "
-          f"executed notebook (widget state saved, for JupyterLab): {res['notebook']}")
+    res = run_report(args.store, args.out, report_parameters(args.parameter), progress=not args.quiet)
+    print(f"{res.html}: report written ({res.size / 2**20:.1f} MiB, {res.seconds:.0f} s); "
+          f"executed notebook (widget state saved, for JupyterLab): {res.notebook}")
     return 0
 
 
@@ -190,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Library parameters whose flag is not ``--`` + the name with dashes.
-FLAGS: dict[str, str] = {}
+FLAGS: dict[str, str] = {"parameters": "-p"}  # run_report's parameters: the report's -p NAME VALUE
 
 
 def main(argv=None) -> int:

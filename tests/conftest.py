@@ -1,63 +1,49 @@
-"""Shared fixtures: small real photos from scikit-image and their synthetic twins."""
+"""The test session: no user cache, no network, and the data of :mod:`support` built once into
+pytest's temporary folders."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
+
+import support
+
 # No test may touch the user's torch or Hugging Face cache, or the network: `coco` / `imagenet`
 # would download what is not cached, so downloads are switched off (tests that check the download
-# path replace the downloader).
-os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="fakesegment-torch-home-")
-os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="fakesegment-hf-home-")
+# path replace the downloader). Set at import, before any test module imports torch or
+# huggingface_hub (which read them then); the folder goes when the session ends.
+_HOMES = Path(tempfile.mkdtemp(prefix="fakesegment-test-homes-"))
+os.environ["TORCH_HOME"] = str(_HOMES / "torch")
+os.environ["HF_HOME"] = str(_HOMES / "hf")
+(_HOMES / "torch").mkdir()
+(_HOMES / "hf").mkdir()
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["FAKESEGMENT_OFFLINE"] = "1"
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
-# resnet18 with seeded random weights: fast, and its activations are well inside float16
-# (ssdlite's random initialisation shrinks them below float16's range).
-FAST_MODEL = "torchvision:resnet18"
-FAST_LAYERS = ["layer1", "layer2", "layer3"]
+def pytest_unconfigure(config):
+    shutil.rmtree(_HOMES, ignore_errors=True)
 
 
-def photo(name: str, size: int = 128) -> np.ndarray:
-    from skimage import data
-
-    arr = getattr(data, name)()
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    return np.asarray(Image.fromarray(arr[:, :, :3]).resize((size, size), Image.BILINEAR))
-
-
-def make_pair_dirs(root: Path, names=PHOTOS, size: int = 128) -> tuple[Path, Path]:
-    """real/<name>.png and synthetic/<name>.png (brighter, blurred twin)."""
-    real, syn = root / "real", root / "synthetic"
-    real.mkdir(parents=True, exist_ok=True)
-    syn.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        a = photo(n, size)
-        Image.fromarray(a).save(real / f"{n}.png")
-        b = np.clip(a.astype(int) + 25, 0, 255).astype(np.uint8)
-        Image.fromarray(b).save(syn / f"{n}.png")
-    return real, syn
+@pytest.fixture(scope="session", autouse=True)
+def support_session(tmp_path_factory):
+    """Everything :mod:`support` builds goes into this session's ``tmp_path_factory``, once."""
+    support.open_session(tmp_path_factory)
+    yield
+    support.close_session()
 
 
 @pytest.fixture(scope="session")
-def pair_dirs(tmp_path_factory) -> tuple[Path, Path]:
-    return make_pair_dirs(tmp_path_factory.mktemp("photos"))
+def pair_dirs(support_session) -> tuple[Path, Path]:
+    """:func:`support.pair_dirs`: 4 real photos and their synthetic twins."""
+    return support.pair_dirs()
 
 
 @pytest.fixture(scope="session")
-def fast_store(tmp_path_factory, pair_dirs) -> Path:
-    """A store of the 4+4 photos made with the fast model (random weights, seed 0)."""
-    from fakesegment_nb.extract import extract
-
-    path = tmp_path_factory.mktemp("stores") / "fast.zarr"
-    extract(*pair_dirs, path, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3,
-            progress=False)
-    return path
+def fast_store(support_session) -> Path:
+    """:func:`support.fast_store`: the 4+4 photos made with the fast model (random weights, seed 0)."""
+    return support.fast_store()

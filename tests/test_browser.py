@@ -21,7 +21,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from nb_support import NOTEBOOKS, REPO, tiny_store
+from support import NOTEBOOKS, REPO, tiny_store
 
 CHROMIUM = os.environ.get("FAKESEGMENT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -15,7 +15,7 @@ from PIL import Image
 import fakesegment_nb as fs
 from fakesegment_nb.writer import StoreWriter
 
-from conftest import FAST_LAYERS, FAST_MODEL
+from support import FAST_LAYERS, FAST_MODEL
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 

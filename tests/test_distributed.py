@@ -6,7 +6,7 @@ import pytest
 import fakesegment_nb as fs
 from fakesegment_nb.extract import extract
 
-from conftest import FAST_LAYERS, FAST_MODEL
+from support import FAST_LAYERS, FAST_MODEL
 
 
 def test_localcluster_store_identical_to_single_process(tmp_path, pair_dirs, fast_store):

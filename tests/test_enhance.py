@@ -18,7 +18,7 @@ from fakesegment_nb.enhance import (Enhancer, apply_enhancer, content_ssim, enha
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.manifest import scan_folder
 
-from conftest import make_pair_dirs
+from support import make_pair_dirs
 
 NAMES = ("astronaut", "coffee", "chelsea")
 STEPS = 4
@@ -193,7 +193,7 @@ def test_04_close_the_gap_notebook_runs_on_tiny_data(tmp_path):
     import papermill as pm
 
     from fakesegment_nb.report import write_html
-    from nb_support import NOTEBOOKS
+    from support import NOTEBOOKS
 
     out = tmp_path / "04.ipynb"
     pm.execute_notebook(str(NOTEBOOKS / "04_close_the_gap.ipynb"), str(out), cwd=str(NOTEBOOKS),

@@ -14,7 +14,7 @@ from PIL import Image
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.evaluate import average_precision, auroc, evaluate, iou, load_masks
 
-from probe_support import small_probe, unpaired_store
+from support import small_probe, unpaired_store
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 

@@ -14,7 +14,7 @@ from fakesegment_nb.extract import extract
 from fakesegment_nb.images import load_rgb
 from fakesegment_nb.writer import StoreWriter, channel_chunk, image_chunk
 
-from conftest import FAST_LAYERS, FAST_MODEL, make_pair_dirs
+from support import FAST_LAYERS, FAST_MODEL, make_pair_dirs
 
 
 def test_schema_is_the_contract(fast_store):

@@ -10,7 +10,7 @@ from fakesegment_nb import lite0
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.weights import load_backbone
 
-from conftest import photo
+from support import photo
 
 
 def _classify(backbone, name: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.images import load_rgb
 from fakesegment_nb.loss import FeatureRealismLoss
 
-from statstores import LAYERS, backbone, degrade, extracted_store, photo
+from support import STATS_LAYERS as LAYERS, backbone, degrade, extracted_store, photo
 
 
 def as_batch(arrays) -> torch.Tensor:

@@ -15,7 +15,7 @@ from fakesegment_nb.maps import calibrate, compute_maps, paired_maps, read_maps,
 from fakesegment_nb.segments import REGION_COLUMNS, attribute, find_regions, region_mask
 from fakesegment_nb.store import image_table, open_store
 
-from probe_support import copy_store, lite0_probe, small_probe, unpaired_store
+from support import copy_store, lite0_probe, small_probe, unpaired_store
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 

@@ -6,13 +6,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import dataclasses
+
 import nbformat
 import papermill as pm
+import pytest
 
-from fakesegment_nb.cli import main
-from fakesegment_nb.report import NOTEBOOK, parse_value, write_html
+from fakesegment_nb.cli import main, parse_value, report_parameters
+from fakesegment_nb.errors import ParameterError
+from fakesegment_nb.report import NOTEBOOK, ReportResult, run_report, write_html
 
-from nb_support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
+from support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
 
 FIGURE = "data:image/png;base64,"
 
@@ -133,6 +137,37 @@ def test_report_bad_input_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown report parameter 'nosuch'" in err and "top_k" in err
     assert main(["report", "--store", str(tiny_store()), "--out", str(tmp_path / "r.txt")]) == 2
     assert "must be an .html file" in capsys.readouterr().err
+
+
+def test_run_report_returns_what_it_wrote(tmp_path):
+    res = run_report(tmp_path / "nope.zarr", tmp_path / "r.html", {"top_k": 2}, progress=False)
+    assert isinstance(res, ReportResult) and res.html == tmp_path / "r.html"
+    assert res.size == res.html.stat().st_size > 0 and res.notebook == tmp_path / "r.ipynb"
+    assert nbformat.read(str(res.notebook), as_version=4).cells and res.seconds > 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.size = 0
+
+
+def test_report_errors_name_parameters_in_the_library_and_flags_in_the_cli(tmp_path, capsys):
+    store = tmp_path / "nope.zarr"
+    with pytest.raises(ParameterError, match="must be an .html file") as exc:
+        run_report(store, tmp_path / "r.txt")
+    assert exc.value.param == "out" and "--out" not in str(exc.value)
+    with pytest.raises(ParameterError, match="unknown report parameter 'nosuch'") as exc:
+        run_report(store, tmp_path / "r.html", {"nosuch": 1, "top_k": 2})
+    assert exc.value.param == "parameters" and "-p" not in str(exc.value)
+    with pytest.raises(ParameterError, match="cannot set store") as exc:
+        run_report(store, tmp_path / "r.html", {"store": "elsewhere.zarr"})
+    assert not (tmp_path / "r.html").exists()  # refused before anything ran
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "r.html"), "-p", "store", "x"]) == 2
+    assert capsys.readouterr().err.startswith("fakesegment: error: -p cannot set store")
+    assert main(["report", "--store", str(store), "--out", str(tmp_path / "r.txt")]) == 2
+    assert capsys.readouterr().err.startswith("fakesegment: error: --out must be an .html file")
+
+
+def test_report_parameters_are_parsed_in_the_cli():
+    assert report_parameters([("top_k", "3"), ("title", "a b"), ("top_k", "4")]) == {"top_k": 4, "title": "a b"}
+    assert report_parameters(None) == {}
 
 
 def test_parse_value_never_evaluates():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nb_support import REPO, tiny_store
+from support import REPO, tiny_store
 
 # what a kernel started over TCP, or with frozen modules under debugpy, prints on the way
 TRANSPORT_WARNINGS = re.compile(r"without encryption|frozen.modules|Debugger warning|PYDEVD", re.IGNORECASE)

@@ -7,7 +7,7 @@ from skimage.metrics import structural_similarity
 
 from fakesegment_nb.ssim import data_range, feature_ssim, local_ssim, mean_ssim, ssim_map
 
-from statstores import severity_store
+from support import severity_store
 
 
 def sk(a, b, full=False):

@@ -17,7 +17,7 @@ from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS,
                                   compute_stats)
 from fakesegment_nb.writer import StoreWriter
 
-from statstores import LAYERS, SEVERITIES, build_store, extracted_store, severity_store
+from support import STATS_LAYERS as LAYERS, SEVERITIES, build_store, extracted_store, severity_store
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.regions import layer_box, region_drivers
 from fakesegment_nb.widgets import DomainDashboard, Explorer, Gallery, StoreView, banner_html
 
-from nb_support import LAYERS, UNPAIRED, store_without_maps, tiny_store
+from support import TINY_LAYERS as LAYERS, UNPAIRED, store_without_maps, tiny_store
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_explorer_layer_channel_image_redraw_the_feature_map(view):
     if hi > lo:  # the brightest cell is drawn with the colour map's top colour
         r, c = np.unravel_index(np.nanargmax(f), f.shape)
         y, x = int((r + 0.5) * view.input_size[0] / f.shape[0]), int((c + 0.5) * view.input_size[1] / f.shape[1])
-        from fakesegment_nb.widgets._render import lut
+        from fakesegment_nb.widgets.render import lut
 
         assert np.abs(shown[y, x].astype(int) - lut("viridis")[-1]).max() <= 2
     before = panel(ex, "image").image.value

@@ -7,10 +7,13 @@ import time
 import ipywidgets as W
 import numpy as np
 
-from ._render import figure_html, figure_png, static_fallback
-from ._view import LRU, StoreView, banner_html, header_html, note_html
+from .markup import banner_html, header_html, note_html, store_label
 from .plots import (METRIC_LABELS, channel_distribution_figure, effect_heatmap_figure, gap_profile_figure,
                     layer_distance_figure, pair_table_view)
+from .render import figure_html, figure_png, static_fallback
+from .storeview import LRU, StoreView
+
+__all__ = ["DomainDashboard"]
 
 PAIR_ROWS = 200
 STATIC_PAIR_ROWS = 20  # static views (reports) show the top of the table
@@ -101,9 +104,7 @@ class DomainDashboard(W.VBox):
         return self.tables.layers.merge(self.tables.gap, on="layer", how="left")
 
     def profile_figure(self):
-        a = self.view.attrs
-        trained = "trained" if a.get("weights_trained") else "untrained"
-        return gap_profile_figure({f"{a.get('model', '?')} ({a.get('weights', '?')}, {trained})": self.profile_table()})
+        return gap_profile_figure({store_label(self.view.attrs): self.profile_table()})
 
     def profile_notes_html(self) -> str:
         """Why some of the profile's values are NaN, one line per layer ('' when none are)."""

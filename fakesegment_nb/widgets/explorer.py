@@ -1,22 +1,23 @@
 """``Explorer``: one image at a time -- the image, a feature map, the unrealistic-detail overlay,
-and for a pair synthetic | real | discrepancy side by side."""
+and for a pair synthetic | real | discrepancy side by side.
+
+This is the wiring: controls, their observers and what each redraws. What is drawn comes from
+the pure functions of :mod:`fakesegment_nb.widgets.explorer_panels`.
+"""
 
 from __future__ import annotations
 
 import time
 
 import ipywidgets as W
-import numpy as np
 
-from ..errors import FakesegmentError
-from ..regions import region_drivers
-from ._render import (ColorBar, Panel, PanelView, colorize, draw_box, figure_html, note_rgb, overlay, panels_figure,
-                      score_range, static_fallback, upsample)
-from ._view import StoreView, banner_html, header_html, note_html, optional_module
-from .stats_bridge import stats_available
+from . import explorer_panels as P
+from .markup import banner_html, header_html, note_html
+from .panelview import PanelView
+from .render import figure_html, static_fallback
+from .storeview import StoreView
 
-TOP_CHANNELS = 20
-segments = optional_module("segments")  # region attribution, when installed
+__all__ = ["Explorer"]
 
 
 class Explorer(W.VBox):
@@ -103,19 +104,10 @@ class Explorer(W.VBox):
 
     # -- setup ------------------------------------------------------------------------------
     def _init_method(self):
-        v = self.view
-        if not v.methods():
+        if not self.view.methods():
             self.threshold.disabled = True
             return
-        m = self.method.value
-        thr = v.threshold(m, self.image.value)
-        if thr is None or not thr > 0:  # no calibrated threshold: half the current image's top score
-            score = v.score(m, self.image.value)
-            top = float(np.nanmax(score)) if np.isfinite(score).any() else 1.0
-            thr = 0.5 * top if top > 0 else 1.0
-        # a fixed range around the threshold: reading every map for the true maximum would make
-        # opening the Explorer on a large store slow; scores are heavy-tailed, hence 1e4
-        lo, hi = np.log10(thr) - 2, np.log10(thr) + 4
+        thr, lo, hi = P.overlay_threshold(self.view, self.method.value, self.image.value)
         self._hold = True
         try:
             self.threshold.min, self.threshold.max = -30, 30  # widen first: the value must stay inside
@@ -125,7 +117,7 @@ class Explorer(W.VBox):
             self._hold = False
 
     def _init_channel_mode(self):
-        why = stats_available(self.view)
+        why = self.view.stats_missing()
         if why is not None:  # e.g. one domain: effect sizes need both
             self.channel_mode.disabled = True
             self.channel_mode.tooltip = f"top channels by effect size unavailable: {why}"
@@ -159,19 +151,13 @@ class Explorer(W.VBox):
         self._redraw(main=True, pair=True)
 
     def _fill_top_channels(self):
-        table, why = self.view.stats()
-        if table is None:
+        options, why = P.top_channels(self.view, self.layer.value)
+        if why is not None:
             self.status.value = note_html(f"top channels by effect size unavailable: {why}")
-            self.top_channel.options = []
-            return
-        table = table.channels
-        t = table[table["layer"] == self.layer.value].copy()
-        t = t.reindex(t["effect_size"].abs().sort_values(ascending=False).index).head(TOP_CHANNELS)
-        self.top_channel.options = [(f"ch {int(r.channel)} (d = {r.effect_size:+.2f})", int(r.channel))
-                                    for r in t.itertuples()]
-        if len(t):
-            self.top_channel.value = int(t["channel"].iloc[0])
-            self.channel.value = int(t["channel"].iloc[0])
+        self.top_channel.options = options
+        if options:
+            self.top_channel.value = options[0][1]
+            self.channel.value = options[0][1]
 
     def _on_channel_mode(self, change):
         top = change["new"] != "index"
@@ -197,84 +183,37 @@ class Explorer(W.VBox):
     # -- drawing ----------------------------------------------------------------------------
     @property
     def box(self) -> tuple[int, int, int, int]:
+        """The region, ``(x0, x1, y0, y1)`` in network-input pixels."""
         (x0, x1), (y0, y1) = self.region_x.value, self.region_y.value
         return x0, max(x1, x0 + 1), y0, max(y1, y0 + 1)
+
+    @property
+    def selection(self) -> P.Selection:
+        """What the controls select, for the panel functions."""
+        return P.Selection(image=self.image.value, layer=self.layer.value, channel=int(self.channel.value),
+                           method=self.method.value if self.view.methods() else None,
+                           threshold=float(self.threshold.value), alpha=float(self.alpha.value), box=self.box)
 
     def _redraw(self, main=False, pair=False):
         if self._hold:
             return
         t = time.perf_counter()
+        sel = self.selection
+        if main or pair:
+            self.status.value = P.status_html(self.view, sel)
         if main:
-            for view, panel in zip(self.main_views, self.main_panels()):
+            for view, panel in zip(self.main_views, P.main_panels(self.view, sel)):
                 view.show(panel)
         if pair:
-            panels = self.pair_panels()
+            panels = P.pair_panels(self.view, sel)
             self.pair_box.layout.display = None if panels else "none"
             for view, panel in zip(self.pair_views, panels or []):
                 view.show(panel)
         self.last_redraw_s = time.perf_counter() - t
 
-    def _rgb(self, image):
-        rgb = self.view.rgb(image)
-        if rgb is None:
-            self.status.value = note_html(f"source image not found: {self.view.table.at[image, 'path']}")
-            return note_rgb(self.view.input_size)
-        return rgb
-
-    def main_panels(self) -> list[Panel]:
-        """image | feature map | unrealistic-detail overlay for the current selection."""
-        v, im, layer, ch = self.view, self.image.value, self.layer.value, int(self.channel.value)
-        self.status.value = ""
-        rgb = self._rgb(im)
-        out = [Panel(f"{im} ({v.domain(im)})", draw_box(rgb, self.box))]
-        fm = v.fmap(im, layer, ch)
-        lo, hi = _finite_range(fm)
-        out.append(Panel(f"{layer} · channel {ch} ({fm.shape[0]}×{fm.shape[1]} cells)",
-                         upsample(colorize(fm, "viridis", lo, hi), v.input_size),
-                         ColorBar("viridis", lo, hi, "activation")))
-        out.append(self._overlay_panel(im, rgb))
-        return out
-
-    def _overlay_panel(self, im, rgb) -> Panel:
-        v = self.view
-        if not v.methods():
-            return Panel("unrealistic-detail overlay", rgb,
-                         note="no unrealistic-detail maps in this store: run `fakesegment maps --store ...`")
-        m = self.method.value
-        score = v.score(m, im)
-        if not np.isfinite(score).any():
-            return Panel(f"{m} overlay", rgb, note=f"the '{m}' map does not apply to {v.domain(im)} images")
-        thr = float(self.threshold.value)
-        hit = np.nan_to_num(score, nan=-np.inf) > thr  # the maps' own mask rule: score > threshold
-        if not hit.any():  # no colour on the image: a colour bar would span threshold..threshold
-            return Panel(f"{m} score > {thr:.3g}: 0.0% of the image", rgb,
-                         note=f"no location of this image scores above {thr:.3g} (its maximum is "
-                              f"{float(np.nanmax(score)):.3g}); lower the threshold to see more")
-        lo, hi, log = score_range(score, thr)
-        return Panel(f"{m} score > {thr:.3g}: {100 * hit.mean():.1f}% of the image",
-                     overlay(rgb, score, hit, lo, hi, self.alpha.value, log=log),
-                     ColorBar("magma", lo, hi, "unrealistic score", log))
-
-    def pair_panels(self) -> list[Panel] | None:
-        """synthetic | real | discrepancy of the current layer/channel, or None without a pair."""
-        v, im, layer, ch = self.view, self.image.value, self.layer.value, int(self.channel.value)
-        other = v.partner(im)
-        if other is None:
-            return None
-        syn, real = (im, other) if v.domain(im) == "synthetic" else (other, im)
-        diff = v.fmap(syn, layer, ch) - v.fmap(real, layer, ch)
-        lim = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
-        lim = lim if lim > 0 else 1.0
-        return [Panel(f"synthetic: {syn}", self._rgb(syn)), Panel(f"real: {real}", self._rgb(real)),
-                Panel(f"discrepancy {layer} · ch {ch} (mean |Δ| {np.nanmean(np.abs(diff)):.3g})",
-                      upsample(colorize(diff, "RdBu_r", -lim, lim), v.input_size),
-                      ColorBar("RdBu_r", -lim, lim, "synthetic − real"))]
-
     def figure(self):
         """The current view as a static matplotlib figure (reports, HTML export)."""
-        panels = self.main_panels() + (self.pair_panels() or [])
-        return panels_figure(panels, ncols=3, suptitle=f"Explorer: {self.image.value} · layer {self.layer.value} · "
-                                                        f"channel {int(self.channel.value)}")
+        return P.explorer_figure(self.view, self.selection)
 
     def static_html(self) -> str:
         """Banner, header, the current figure and region drivers as self-contained HTML."""
@@ -288,73 +227,25 @@ class Explorer(W.VBox):
 
     # -- region -----------------------------------------------------------------------------
     def select_top_region(self, size: int | None = None):
-        """Move the region to the window of highest mean score of the current map."""
-        v = self.view
-        if not v.methods():
+        """Move the region to the window of highest mean score of the current map, and show its drivers."""
+        if not self.view.methods():
             return
-        score = v.score(self.method.value, self.image.value)
-        if not np.isfinite(score).any():
+        box = P.top_region(self.view, self.method.value, self.image.value, size)
+        if box is None:
             self.drivers.value = note_html("the current map does not apply to this image")
             return
-        H, Wd = v.input_size
-        size = size or max(8, min(H, Wd) // 5)
-        s = np.nan_to_num(score, nan=0.0)
-        # box mean through an integral image
-        ii = np.pad(s, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-        sums = ii[size:, size:] - ii[:-size, size:] - ii[size:, :-size] + ii[:-size, :-size]
-        y0, x0 = np.unravel_index(int(np.argmax(sums)), sums.shape)
+        x0, x1, y0, y1 = box
         self._hold = True
         try:
-            self.region_x.value = (int(x0), int(x0) + size)
-            self.region_y.value = (int(y0), int(y0) + size)
+            self.region_x.value = (x0, x1)
+            self.region_y.value = (y0, y1)
         finally:
             self._hold = False
         self._redraw(main=True)
         self.show_drivers()
 
     def show_drivers(self, top: int = 10):
-        """What drives the selected region.
-
-        With a map that scores this image: the exact split of the region's mean score into
-        layers and channels (:func:`fakesegment_nb.segments.attribute`). Otherwise: the channels
-        whose mean activation in the region departs most from real
-        (:func:`fakesegment_nb.regions.region_drivers`). Returns the channel table shown.
-        """
-        v, im = self.view, self.image.value
-        x0, x1, y0, y1 = self.box
-        where = f"x {x0}–{x1}, y {y0}–{y1}"
-        fmt = dict(index=False, float_format=lambda x: f"{x:.3g}")
-        parts, df = [], None
-        m = self.method.value if v.methods() else None
-        # attribution re-reads the real images the map was made from (the twin, for paired)
-        scored = m is not None and v.two_domains and np.isfinite(v.score(m, im)).any()
-        if scored and segments is not None and (m != "paired" or v.partner(im)):
-            try:
-                att = segments.attribute(v.tree, im, box=(y0, x0, y1, x1), method=m, top=top)
-            except FakesegmentError as exc:
-                parts.append(note_html(str(exc)))
-            else:
-                df = att.channels.head(top)
-                parts.append(f"<b>Layers driving the {m} score in {where}</b> (mean score {att.score:.3g})"
-                             + att.layers.to_html(**fmt))
-                parts.append(f"<b>Channels driving it</b> (share of the region's score)" + df.to_html(**fmt))
-        if df is None:
-            try:
-                df = region_drivers(v, im, self.box, top=top)
-            except FakesegmentError as exc:
-                parts.append(note_html(str(exc)))
-            else:
-                ref = "its paired real image" if v.partner(im) else "the mean of the real images"
-                parts.append(f"<b>Channels departing most from {ref} in {where}</b> "
-                             "(z = difference / spread of the real images)" + df.to_html(**fmt))
-        self.drivers.value = ("<div style='display:flex;gap:24px;align-items:flex-start'>"
-                              + "".join(f"<div>{p}</div>" for p in parts) + "</div>")
+        """Show what drives the selected region (see :func:`.explorer_panels.drivers_html`);
+        returns the channel table shown."""
+        self.drivers.value, df = P.drivers_html(self.view, self.selection, top)
         return df
-
-
-def _finite_range(a: np.ndarray) -> tuple[float, float]:
-    f = a[np.isfinite(a)]
-    if f.size == 0:
-        return 0.0, 1.0
-    lo, hi = float(f.min()), float(f.max())
-    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)

@@ -7,8 +7,12 @@ import time
 import ipywidgets as W
 import numpy as np
 
-from ._render import Panel, figure_html, note_rgb, overlay, panels_figure, png, score_range, static_fallback
-from ._view import StoreView, banner_html, esc, header_html, note_html
+from .explorer import Explorer
+from .markup import banner_html, esc, header_html, note_html
+from .render import Panel, figure_html, note_rgb, overlay, panels_figure, png, score_range, static_fallback
+from .storeview import StoreView
+
+__all__ = ["Gallery"]
 
 SORT_KEYS = {"unrealistic area": "area", "max score": "max", "mean score": "mean",
              "least realistic (images.csv)": "realism"}
@@ -131,8 +135,6 @@ class Gallery(W.VBox):
 
     def open_image(self, image: str):
         """Show ``image`` in the Explorer (made on first use) below the grid."""
-        from .explorer import Explorer
-
         if self.explorer is None:
             self.explorer = Explorer(self.view, image=image, method=self.method.value)
         else:

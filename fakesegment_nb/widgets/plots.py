@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+__all__ = ["METRIC_LABELS", "layer_distance_figure", "channel_distribution_figure", "effect_heatmap_figure",
+           "pair_table_view", "gap_profile_figure"]
+
 METRIC_LABELS = {"fid": "Fréchet distance (per-image vectors)", "kid": "KID (cubic kernel MMD²)",
                  "patch_fd": "Fréchet distance (per-location vectors)"}
 

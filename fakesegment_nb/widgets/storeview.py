@@ -1,13 +1,11 @@
-"""Read-side helper shared by the widgets: one open store, lazy reads, small LRU caches.
+"""Read side shared by the widgets and the report: one open store, lazy reads, small LRU caches.
 
 Nothing here computes statistics or maps; it reads what the store holds (DESIGN.md section 3)
-and asks :mod:`fakesegment_nb.stats` for tables when that module is installed.
+and asks :mod:`fakesegment_nb.stats` for its tables (cached in the store).
 """
 
 from __future__ import annotations
 
-import html
-import importlib
 from collections import OrderedDict
 from typing import Callable
 
@@ -18,6 +16,9 @@ import xarray as xr
 from ..errors import FakesegmentError, ImageError
 from ..images import load_rgb
 from ..store import image_table, layer_names, open_store
+from .markup import banner_html, header_html, note_html
+
+__all__ = ["StoreView", "LRU", "layer_list", "store_header"]
 
 
 class LRU(OrderedDict):
@@ -36,16 +37,6 @@ class LRU(OrderedDict):
         if len(self) > self.size:
             self.popitem(last=False)
         return val
-
-
-def optional_module(name: str):
-    """``fakesegment_nb.<name>`` if it is installed, else ``None`` (its panel then says so)."""
-    try:
-        return importlib.import_module(f"fakesegment_nb.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name in (f"fakesegment_nb.{name}",):
-            return None
-        raise
 
 
 class StoreView:
@@ -233,14 +224,32 @@ class StoreView:
             self._summaries[method] = make()
         return self._summaries[method]
 
-    # -- statistics (fakesegment_nb.stats, when installed) ---------------------------------
-    def stats(self):
-        """``(StatsTables, None)`` from :mod:`fakesegment_nb.stats` (computed once), or ``(None, reason)``."""
-        if self._stats is None:
-            from .stats_bridge import stats_tables
+    # -- statistics (fakesegment_nb.stats) -------------------------------------------------
+    def stats_missing(self) -> str | None:
+        """Why domain statistics cannot be computed for this view, or None when they can (reads nothing)."""
+        return None if self.two_domains else self.missing_domain()
 
-            self._stats = stats_tables(self)
+    def stats(self):
+        """``(StatsTables, None)`` for the shown layers (plus the fused realism scores), computed
+        once through the store's up-to-date statistics cache, or ``(None, reason)``."""
+        if self._stats is None:
+            self._stats = self._read_stats()
         return self._stats
+
+    def _read_stats(self):
+        from ..stats import FUSED, domain_stats
+
+        why = self.stats_missing()
+        if why is not None:
+            return None, why
+        try:
+            tables = domain_stats(self.source, cache=True)
+        except FakesegmentError as exc:
+            return None, str(exc)
+        keep = lambda df: df[df["layer"].isin(self.layers)].reset_index(drop=True)  # noqa: E731
+        images = tables.images[tables.images["layer"].isin([*self.layers, FUSED])].reset_index(drop=True)
+        return type(tables)(layers=keep(tables.layers), channels=keep(tables.channels), pairs=keep(tables.pairs),
+                            images=images, gap=keep(tables.gap)), None
 
     def stats_table(self, kind: str) -> pd.DataFrame | None:
         """The ``layers``, ``channels`` or ``pairs`` table, or None (see :meth:`stats` for why)."""
@@ -248,35 +257,14 @@ class StoreView:
         return None if tables is None else tables[kind]
 
 
-def esc(text) -> str:
-    return html.escape(str(text))
-
-
-def banner_html(attrs: dict) -> str:
-    """The untrained-weights warning as HTML ('' when the weights are trained)."""
-    if attrs.get("weights_trained", False):
-        return ""
-    warning = attrs.get("weights_warning") or "the network was not trained"
-    return ('<div class="fakesegment-banner" style="background:#fff3cd;border:1px solid #e0b000;'
-            'color:#5c4400;padding:6px 10px;margin:4px 0;border-radius:4px;font-weight:600">'
-            f"&#9888; Untrained weights ({esc(attrs.get('weights', '?'))}): {esc(warning)}. "
-            "Distances and maps below describe an untrained network, not what a detector sees."
-            "</div>")
-
-
-def header_html(view: "StoreView", title: str) -> str:
-    """One line naming the widget, the store, its network and how many images of each domain."""
-    a = view.attrs
-    counts = " / ".join(f"{len(view.images(d))} {d}" for d in view.domains) or "no images"
-    return (f"<b>{esc(title)}</b> &middot; store <code>{esc(view.url)}</code> &middot; model "
-            f"{esc(a.get('model'))} &middot; weights {esc(a.get('weights'))} &middot; {counts}")
-
-
-def note_html(text: str, kind: str = "missing") -> str:
-    """A plain one-line message for a panel that cannot show its content."""
-    colour = {"missing": "#555", "error": "#a00"}[kind]
-    return (f'<div class="fakesegment-note" style="color:{colour};font-style:italic;padding:4px 0">'
-            f"{esc(text)}</div>")
+def layer_list(layers):
+    """A ``layers`` parameter (None, a list, or a comma-separated string, as notebooks receive it)
+    as a list, or None for all layers."""
+    if layers is None or layers == "":
+        return None
+    if isinstance(layers, str):
+        return [l.strip() for l in layers.split(",") if l.strip()]
+    return [str(l) for l in layers]
 
 
 def store_header(store, title: str = "Feature store"):

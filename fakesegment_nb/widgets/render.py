@@ -1,9 +1,10 @@
-"""Fast panels for the widgets, and the same panels as a static matplotlib figure.
+"""Panels as data, drawn fast for the widgets and as a static matplotlib figure; no ipywidgets.
 
 Interactive redraws avoid matplotlib: arrays are colour-mapped through a lookup table and
 encoded to PNG with Pillow (a few milliseconds for a 300x300 panel); titles and colour bars
-are HTML. :func:`panels_figure` draws the same :class:`Panel` list with matplotlib (axes,
-titles, colour bars) for static output: reports, HTML export, the widgets' PNG fallback.
+are HTML (:class:`~fakesegment_nb.widgets.panelview.PanelView` shows them). :func:`panels_figure`
+draws the same :class:`Panel` list with matplotlib (axes, titles, colour bars) for static output:
+reports, HTML export, the widgets' PNG fallback.
 """
 
 from __future__ import annotations
@@ -12,16 +13,20 @@ import io
 from dataclasses import dataclass
 from functools import lru_cache
 
-import ipywidgets as W
 import numpy as np
 
-from ._view import esc
+from .markup import esc
+
+__all__ = ["ColorBar", "Panel", "lut", "colorize", "upsample", "blend", "overlay", "score_range", "draw_box",
+           "png", "colorbar_html", "note_rgb", "panels_figure", "figure_png", "figure_html", "static_fallback"]
 
 NAN_GREY = np.array([200, 200, 200], np.uint8)
 
 
 @dataclass
 class ColorBar:
+    """A colour bar: colour map, limits, label, log scale or not."""
+
     cmap: str
     lo: float
     hi: float
@@ -43,6 +48,7 @@ class Panel:
 
 @lru_cache(maxsize=16)
 def lut(cmap: str) -> np.ndarray:
+    """The 256-colour uint8 lookup table of a matplotlib colour map."""
     import matplotlib
 
     return (matplotlib.colormaps[cmap](np.linspace(0, 1, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
@@ -103,6 +109,7 @@ def score_range(score: np.ndarray, threshold: float | None = None) -> tuple[floa
 
 
 def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], colour=(0, 229, 255), width: int = 2) -> np.ndarray:
+    """A copy of ``rgb`` with the input-pixel box ``(x0, x1, y0, y1)`` outlined."""
     x0, x1, y0, y1 = box
     out = rgb.copy()
     H, Wd = out.shape[:2]
@@ -115,6 +122,7 @@ def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], colour=(0, 229, 25
 
 
 def png(rgb: np.ndarray) -> bytes:
+    """``rgb`` (H, W, 3) uint8 as PNG bytes (fast compression: for interactive redraws)."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -123,6 +131,7 @@ def png(rgb: np.ndarray) -> bytes:
 
 
 def colorbar_html(cb: ColorBar | None) -> str:
+    """A colour bar as HTML (a CSS gradient between its limits; '' for None)."""
     if cb is None:
         return ""
     stops = ", ".join(f"rgb({r},{g},{b})" for r, g, b in lut(cb.cmap)[::32].tolist() + [lut(cb.cmap)[-1].tolist()])
@@ -135,32 +144,8 @@ def colorbar_html(cb: ColorBar | None) -> str:
 
 
 def note_rgb(shape: tuple[int, int]) -> np.ndarray:
+    """A light grey placeholder image of ``shape`` (a source image that cannot be read)."""
     return np.full((*shape, 3), 240, np.uint8)
-
-
-class PanelView(W.VBox):
-    """A panel in a widget: HTML title, PNG image (or a note) and an HTML colour bar."""
-
-    def __init__(self, name: str = "fakesegment-panel", width: int = 300):
-        self.title = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{width}px",
-                                                           object_fit="contain"))
-        self.note = W.HTML(layout=W.Layout(width=f"{width}px"))
-        self.cbar = W.HTML()
-        super().__init__([self.title, self.image, self.note, self.cbar],
-                         layout=W.Layout(margin="0 12px 0 0"))
-        self.add_class(name)  # a stable handle for browser tests and custom CSS
-        self.panel: Panel | None = None
-
-    def show(self, panel: Panel) -> None:
-        self.panel = panel
-        self.title.value = f"<div style='font-size:13px;font-weight:600'>{esc(panel.title).replace(chr(10), '<br>')}</div>"
-        if panel.rgb is not None:
-            self.image.value = png(panel.rgb)
-        self.image.layout.display = None if panel.rgb is not None else "none"
-        self.note.value = (f"<div style='color:#555;font-style:italic;padding:40px 8px'>{esc(panel.note)}</div>"
-                           if panel.note else "")
-        self.cbar.value = colorbar_html(panel.cbar)
 
 
 def panels_figure(panels: list[Panel], ncols: int = 3, size: float = 3.6, suptitle: str | None = None):
@@ -204,6 +189,7 @@ def panels_figure(panels: list[Panel], ncols: int = 3, size: float = 3.6, suptit
 
 
 def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

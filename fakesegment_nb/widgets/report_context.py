@@ -1,0 +1,185 @@
+"""``ReportContext``: what ``report.ipynb`` shows, built from the notebook's parameters.
+
+The report notebook is a thin client: it makes one ``ReportContext`` and displays its header
+and sections. The context opens the store (or records why it cannot), and every section it
+cannot fill says plainly what is missing instead of failing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import warnings
+
+from ..errors import FakesegmentError
+from .dashboard import DomainDashboard
+from .explorer import Explorer
+from .gallery import Gallery
+from .markup import banner_html, note_html, store_label
+from .plots import gap_profile_figure
+from .render import Panel, figure_html, note_rgb, panels_figure
+from .storeview import StoreView, layer_list
+
+__all__ = ["ReportContext"]
+
+
+class ReportContext:
+    """What ``report.ipynb`` shows, built from its parameters; never raises for missing parts.
+
+    Parameters
+    ----------
+    store : store path or URL.
+    layers : layer names (list or comma-separated string; None = all).
+    method : map method for the gallery and explorer (None = the store's first).
+    top_k : images in the gallery.
+    title : report title.
+    parameters : everything the notebook was given, for the header.
+    compare : other stores (list or comma-separated paths) whose gap profiles are drawn beside
+        this one's (cross-architecture); one that cannot be read gets a note, not a failure.
+    """
+
+    def __init__(self, store, layers=None, method=None, top_k: int = 8, title: str = "fakesegment report",
+                 parameters: dict | None = None, compare=None):
+        self.store, self.method, self.title = str(store), method, str(title)
+        self.compare = layer_list(compare) or []
+        self.top_k = max(1, int(top_k))
+        self.parameters = dict(parameters or {})
+        self.created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.missing: list[str] = []
+        self.view = None
+        try:
+            self.view = StoreView(store, layers=layer_list(layers))
+        except FakesegmentError as exc:
+            self.missing.append(f"the store could not be opened: {exc}")
+            return
+        v = self.view
+        if not v.two_domains:
+            self.missing.append(f"domain statistics: {v.missing_domain()}")
+        if not v.methods():
+            self.missing.append("unrealistic-detail maps: the store has none (run `fakesegment maps --store "
+                                f"{self.store}`)")
+        elif method is not None and method not in v.methods():
+            self.missing.append(f"maps of method {method!r}: the store has {', '.join(v.methods())}")
+            self.method = None
+        if v.partner_count() == 0:
+            self.missing.append("pair tables: no synthetic image has a stored real pair")
+
+    def header(self):
+        """Title, store, model, weights, date and parameters, the untrained-weights banner, and
+        a list of what is missing."""
+        from IPython.display import HTML
+
+        a = self.view.attrs if self.view is not None else {}
+        rows = [("store", self.store), ("model", a.get("model", "n/a")), ("weights", a.get("weights", "n/a")),
+                ("created", self.created)]
+        if self.view is not None:
+            rows.append(("images", " / ".join(f"{len(self.view.images(d))} {d}" for d in self.view.domains)))
+            rows.append(("layers", ", ".join(self.view.layers)))
+        params = json.dumps(self.parameters, default=str)
+        rows.append(("parameters", params))
+        table = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
+                        f"<td style='text-align:left'><code>{html.escape(str(v))}</code></td></tr>" for k, v in rows)
+        missing = ""
+        if self.missing:
+            missing = ("<div style='border:1px solid #c33;background:#fdecea;padding:6px 10px;margin:6px 0'>"
+                       "<b>Missing from this report:</b><ul style='margin:4px 0'>"
+                       + "".join(f"<li>{html.escape(m)}</li>" for m in self.missing) + "</ul></div>")
+        return HTML(f"<h1>{html.escape(self.title)}</h1><table>{table}</table>"
+                    + (banner_html(a) if self.view is not None else "") + missing)
+
+    def _no_store(self):
+        from IPython.display import HTML
+
+        return HTML(note_html(f"not shown: {self.missing[0]}"))
+
+    def dashboard(self):
+        """The DomainDashboard (it says itself what it cannot show)."""
+        return self._no_store() if self.view is None else DomainDashboard(self.view)
+
+    def gap_profile(self):
+        """This store's gap profile and the ``compare`` stores' on the same axes (via
+        :func:`fakesegment_nb.stats.compare_stores`), each labelled "model (weights, trained or
+        not)"; a compare store that cannot be read is named in a note below the figure."""
+        from IPython.display import HTML
+
+        from ..stats import compare_stores
+
+        if self.view is None:
+            return self._no_store()
+        why = self.view.stats_missing()
+        if why:
+            return HTML(note_html(f"gap profile unavailable: {why}"))
+        notes, stores, labels = [], [self.view.source], [store_label(self.view.attrs)]
+        for other in self.compare:
+            try:
+                v = StoreView(other)
+                if v.stats_missing():
+                    raise FakesegmentError(v.stats_missing())
+            except Exception as exc:  # noqa: BLE001 -- any unreadable store: a note, not a failure
+                notes.append(f"compare store {other} not shown: {exc}")
+                continue
+            stores.append(v.source)
+            labels.append(store_label(v.attrs))
+        labels = [f"{l} #{labels[:i + 1].count(l)}" if labels.count(l) > 1 else l for i, l in enumerate(labels)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                table = compare_stores(stores, labels=labels)
+            except FakesegmentError as exc:
+                return HTML(note_html(f"gap profile unavailable: {exc}"))
+        notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        keep = set(self.view.layers)
+        profiles = {}
+        for i, lab in enumerate(labels):
+            df = table[lab].dropna(subset=["layer"])
+            profiles[lab] = df[df["layer"].isin(keep)] if i == 0 else df
+        cols = ["layer", "c2st_auroc", "c2st_lo", "c2st_hi", "c2st_p", "fid_ratio", "fid", "fid_lo", "fid_hi",
+                "fid_floor"]
+        tables = "".join(f"<p><b>{html.escape(lab)}</b></p>" + df[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}")
+                         for lab, df in profiles.items())
+        return HTML(figure_html(gap_profile_figure(profiles), "gap profile")
+                    + "".join(note_html(n) for n in notes) + tables)
+
+    def least_realistic(self, layer: str = "fused"):
+        """The ``top_k`` synthetic images with the highest realism score (``images.csv``,
+        ``layer`` = fused by default), as thumbnails with their score and rank."""
+        from IPython.display import HTML
+
+        if self.view is None:
+            return self._no_store()
+        tables, why = self.view.stats()
+        if tables is None:
+            return HTML(note_html(f"realism scores unavailable: {why}"))
+        t = tables.images[tables.images["layer"] == layer].dropna(subset=["score"]).head(self.top_k)
+        if t.empty:
+            return HTML(note_html(f"no finite realism score for layer {layer} (see the gap profile's notes)"))
+        panels = []
+        for r in t.itertuples():
+            rgb = self.view.rgb(r.image)
+            panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}",
+                                note_rgb(self.view.input_size) if rgb is None else rgb))
+        fig = panels_figure(panels, ncols=min(4, len(panels)), size=3.0,
+                            suptitle=f"Least realistic synthetic images ({layer} score: distance to the real "
+                                     "images' distribution, 1 = a typical real image)")
+        return HTML(figure_html(fig, "least realistic images")
+                    + t.to_html(index=False, float_format=lambda x: f"{x:.3g}"))
+
+    def gallery(self):
+        """The Gallery of the ``top_k`` synthetic images of ``method``'s maps."""
+        return self._no_store() if self.view is None else Gallery(self.view, method=self.method, k=self.top_k)
+
+    def explorer(self):
+        """An Explorer on the gallery's top image (or the first synthetic image)."""
+        if self.view is None:
+            return self._no_store()
+        image = None
+        if self.view.methods():
+            method = self.method or self.view.methods()[0]
+            ranking = self.view.map_summary(method)
+            if len(ranking):
+                image = ranking.sort_values("max", ascending=False).index[0]
+        ex = Explorer(self.view, image=image, method=self.method)
+        if self.view.methods() and image is not None:
+            ex.select_top_region()
+        return ex
