@@ -277,7 +277,7 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
             for k, v in use.items():
                 scale = params["component_scales"].get(f"{layer}.{k}", 1.0)
                 term, divisor = terms[k]
-                per += (v / ctot / scale) * (term[0] * cw[None]).sum(axis=(1, 2)) / divisor[0]
+                per += (v / ctot / scale) * (term[0] * cw[None]).sum(axis=(1, 2)) / int(divisor[0])
         else:
             _, model_of = fold_models(table, int(params.get("seed", 0)))
             g = layer_gaussian(tree, ds, layer, int(model_of[pos]))
