@@ -2,11 +2,15 @@
 Industrial Anomaly Detection", CVPR 2022): locally aware patch features, a greedy coreset of real
 patches bounded in size, and the squared distance to the nearest bank patch, as a whole and split by
 feature (:func:`bank_distances`).
+
+Fit (:func:`fit_bank`) and distance (:func:`bank_distances`) are pure functions of the patches
+they are given; :func:`fit_memory_bank` and :func:`bank_patches` read them from a store.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -16,12 +20,8 @@ from ..errors import FakesegmentError
 from .features import batches, read_features, real_spread
 from .features import centre as centre_features
 
-__all__ = ["MemoryBank", "bank_distances", "bank_patches", "fit_memory_bank", "greedy_coreset", "nearest_patches",
-           "neighbourhood_patches"]
-
-
-# the PatchCore-style memory bank (Roth et al., "Towards Total Recall in Industrial Anomaly
-# Detection", CVPR 2022): locally aware patch features, a greedy coreset, nearest-neighbour distance
+__all__ = ["MemoryBank", "bank_distances", "bank_patches", "fit_bank", "fit_memory_bank", "greedy_coreset",
+           "nearest_patches", "neighbourhood_patches"]
 
 
 def neighbourhood_patches(feats: dict[str, torch.Tensor], grid: tuple[int, int], pool: int) -> torch.Tensor:
@@ -120,17 +120,45 @@ def bank_patches(tree, layers: list[str], idx: np.ndarray, scale_t: torch.Tensor
     return neighbourhood_patches(feats, grid, pool) * scale_t[None, :, None, None]
 
 
+def fit_bank(patches: Iterable[torch.Tensor], n_images: int, scale: np.ndarray, slices: dict[str, tuple[int, int]],
+             *, ratio: float = 0.1, max_size: int = 1024, max_candidates: int = 16384, projection: int = 128,
+             seed: int = 0) -> MemoryBank:
+    """Fit a :class:`MemoryBank` on the scaled patches of ``n_images`` real images, given in batches
+    ``(B, cells, D)`` (a pure function of them; ``scale`` and ``slices`` are only recorded).
+
+    Each image gives ``max_candidates // n_images`` of its patches (at least one; a seeded random
+    choice), so the candidates never exceed ``max_candidates`` rows whatever the number of
+    images; the bank is their greedy coreset (:func:`greedy_coreset`) of
+    ``min(max_size, ceil(ratio x patches seen))`` rows.
+    """
+    rng = np.random.default_rng(seed)
+    cand, cells = [], 0
+    for p in patches:
+        cells = p.shape[1]
+        per_image = max(1, min(cells, max_candidates // max(n_images, 1)))
+        for row in p:
+            keep = np.sort(rng.choice(cells, per_image, replace=False)) if per_image < cells else slice(None)
+            cand.append(row[keep])
+    cand = torch.cat(cand)
+    if cand.shape[0] > max_candidates:  # more images than max_candidates: one patch of some of them
+        cand = cand[np.sort(rng.choice(cand.shape[0], max_candidates, replace=False))]
+    seen = n_images * cells
+    size = int(min(max_size, np.ceil(ratio * seen), cand.shape[0]))
+    chosen = greedy_coreset(cand, size, projection=projection, seed=seed)
+    return MemoryBank(cand[chosen].numpy().copy(), scale, slices, int(seen), int(cand.shape[0]))
+
+
 def fit_memory_bank(tree, layers: list[str], idx: np.ndarray, w: dict[str, float], grid: tuple[int, int],
                     pool: int = 3, ratio: float = 0.1, max_size: int = 1024, max_candidates: int = 16384,
                     projection: int = 128, centre: bool = True, seed: int = 0,
                     batch_size: int = 16) -> MemoryBank:
-    """Fit a :class:`MemoryBank` on the real images ``idx``, bounded in memory.
+    """Fit a :class:`MemoryBank` on the stored real images ``idx``, bounded in memory
+    (:func:`fit_bank` of their patches, read ``batch_size`` images at a time).
 
-    Each image gives ``max_candidates // len(idx)`` of its patches (at least one; a seeded random
-    choice), so the candidates never exceed ``max_candidates`` rows whatever the number of
-    images; the bank is their greedy coreset (:func:`greedy_coreset`) of
-    ``min(max_size, ceil(ratio x patches seen))`` rows. ``centre``: features minus each image's
-    per-channel median (:func:`~fakesegment_nb.maps.features.centre`), before the spread and the patches.
+    The feature scales are ``sqrt(w_l / sum w / C_l) / sigma_c`` with ``sigma_c`` the spread of the
+    images ``idx`` (:func:`~fakesegment_nb.maps.features.real_spread`). ``centre``: features minus
+    each image's per-channel median (:func:`~fakesegment_nb.maps.features.centre`), before the
+    spread and the patches.
     """
     total = sum(w[l] for l in layers)
     scales, slices, start = [], {}, 0
@@ -141,20 +169,11 @@ def fit_memory_bank(tree, layers: list[str], idx: np.ndarray, w: dict[str, float
         start += std.size
     scale = np.concatenate(scales).astype(np.float32)
     scale_t = torch.from_numpy(scale)
-    rng = np.random.default_rng(seed)
-    cells = grid[0] * grid[1]
-    per_image = max(1, min(cells, max_candidates // max(idx.size, 1)))
-    cand = []
-    for b in batches(idx.size, batch_size):
-        p = bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
-        p = p.permute(0, 2, 3, 1).reshape(p.shape[0], cells, -1)
-        for row in p:
-            keep = np.sort(rng.choice(cells, per_image, replace=False)) if per_image < cells else slice(None)
-            cand.append(row[keep])
-    cand = torch.cat(cand)
-    if cand.shape[0] > max_candidates:  # more images than max_candidates: one patch of some of them
-        cand = cand[np.sort(rng.choice(cand.shape[0], max_candidates, replace=False))]
-    seen = idx.size * cells
-    size = int(min(max_size, np.ceil(ratio * seen), cand.shape[0]))
-    chosen = greedy_coreset(cand, size, projection=projection, seed=seed)
-    return MemoryBank(cand[chosen].numpy().copy(), scale, slices, int(seen), int(cand.shape[0]))
+
+    def patches():
+        for b in batches(idx.size, batch_size):
+            p = bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
+            yield p.permute(0, 2, 3, 1).reshape(p.shape[0], grid[0] * grid[1], -1)
+
+    return fit_bank(patches(), int(idx.size), scale, slices, ratio=ratio, max_size=max_size,
+                    max_candidates=max_candidates, projection=projection, seed=seed)
