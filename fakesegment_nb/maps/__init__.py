@@ -21,20 +21,20 @@ refitting on every click.
 
 from ..calibration import DEFAULT_FPR, calibrate, robust_z
 from .compute import compute_maps
-from .features import as_tree, image_pairs, input_size
+from .features import MAX_REAL_FOR_SPREAD, as_tree, image_pairs, input_size
 from .gaussian import Gaussian, fit_gaussian, mahalanobis
 from .group import Maps, fuse, read_maps, score_map, stored_methods, upsample, write_maps
 from .memory_bank import MemoryBank, fit_memory_bank, greedy_coreset, nearest_patches, neighbourhood_patches
 from .paired import paired_maps, paired_terms
 from .reference import fold_models, reference_maps
-from .settings import (LAYER_WEIGHTS, MEMORY_BANK, MEMORY_BANK_BY_MODEL, METHODS, PAIRED_COMPONENTS,
+from .settings import (LAYER_WEIGHTS, MAX_NULL_IMAGES, MEMORY_BANK, MEMORY_BANK_BY_MODEL, METHODS, PAIRED_COMPONENTS,
                        PAIRED_COMPONENTS_BY_MODEL, REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, SSIM_MIN_CELLS,
                        SSIM_SIGMA, layer_weights, memory_bank_params, paired_components)
 
-__all__ = ["DEFAULT_FPR", "LAYER_WEIGHTS", "MEMORY_BANK", "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS",
-           "PAIRED_COMPONENTS_BY_MODEL", "REFERENCE_CENTRE", "REFERENCE_DISTANCE", "SHRINKAGE", "SSIM_MIN_CELLS",
-           "SSIM_SIGMA", "Gaussian", "Maps", "MemoryBank", "as_tree", "calibrate", "compute_maps", "fit_gaussian",
-           "fit_memory_bank", "fold_models", "fuse", "greedy_coreset", "image_pairs", "input_size", "layer_weights",
-           "mahalanobis", "memory_bank_params", "nearest_patches", "neighbourhood_patches", "paired_components",
-           "paired_maps", "paired_terms", "read_maps", "reference_maps", "robust_z", "score_map", "stored_methods",
-           "upsample", "write_maps"]
+__all__ = ["DEFAULT_FPR", "LAYER_WEIGHTS", "MAX_NULL_IMAGES", "MAX_REAL_FOR_SPREAD", "MEMORY_BANK",
+           "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS", "PAIRED_COMPONENTS_BY_MODEL", "REFERENCE_CENTRE",
+           "REFERENCE_DISTANCE", "SHRINKAGE", "SSIM_MIN_CELLS", "SSIM_SIGMA", "Gaussian", "Maps", "MemoryBank",
+           "as_tree", "calibrate", "compute_maps", "fit_gaussian", "fit_memory_bank", "fold_models", "fuse",
+           "greedy_coreset", "image_pairs", "input_size", "layer_weights", "mahalanobis", "memory_bank_params",
+           "nearest_patches", "neighbourhood_patches", "paired_components", "paired_maps", "paired_terms",
+           "read_maps", "reference_maps", "robust_z", "score_map", "stored_methods", "upsample", "write_maps"]
