@@ -32,10 +32,13 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .calibration import DEFAULT_FPR, calibrate_z, per_image_thresholds, shift_cells
 from .errors import FakesegmentError
-from .maps import (DEFAULT_FPR, _input_size, _pairs, _robust_location, _tree, calibrate, read_maps, robust_z,
-                   stored_methods)
+from .maps import as_tree, image_pairs, input_size, read_maps, stored_methods
 from .store import image_table
+
+__all__ = ["BASELINES", "Evaluation", "auroc", "average_precision", "baseline_maps", "evaluate", "format_table", "iou",
+           "load_masks", "mask_path", "score_images", "write_json"]
 
 BASELINES = ("pixel_absdiff", "pixel_1-ssim")
 
@@ -127,9 +130,9 @@ def load_masks(store, masks_dir: str | Path) -> tuple[dict[str, np.ndarray], lis
     notes and skipped; masks of another size than their image are resized (nearest) and
     reported.
     """
-    tree = _tree(store)
+    tree = as_tree(store)
     table = image_table(tree)
-    size = _input_size(tree)
+    size = input_size(tree)
     masks_dir = Path(masks_dir)
     if not masks_dir.is_dir():
         raise FakesegmentError(f"masks folder {masks_dir} does not exist")
@@ -184,11 +187,6 @@ def _baseline_maps(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
             "pixel_1-ssim": 1.0 - np.nan_to_num(ssim_map(a, b, data_range=1.0), nan=1.0).mean(0)}
 
 
-def _shift1(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    h, w = a.shape[-2:]
-    return a[..., np.clip(np.arange(h) - dy, 0, h - 1), :][..., np.clip(np.arange(w) - dx, 0, w - 1)]
-
-
 def baseline_maps(store, images: list[str] | None = None, fpr: float = DEFAULT_FPR) -> tuple[dict, dict, list[str]]:
     """Pixel baselines of the paired synthetic images, computed on the image files.
 
@@ -197,10 +195,10 @@ def baseline_maps(store, images: list[str] | None = None, fpr: float = DEFAULT_F
     ``({baseline: {image id: (H, W)}}, {baseline: {image id: threshold}}, notes)``. Images
     whose files cannot be read are skipped with a note.
     """
-    tree = _tree(store)
+    tree = as_tree(store)
     table = image_table(tree)
-    size = _input_size(tree)
-    syn, real = _pairs(table)
+    size = input_size(tree)
+    syn, real = image_pairs(table)
     want = set(images) if images is not None else None
     out = {b: {} for b in BASELINES}
     null = {b: [] for b in BASELINES}
@@ -218,17 +216,16 @@ def baseline_maps(store, images: list[str] | None = None, fpr: float = DEFAULT_F
         for k, v in _baseline_maps(a, b).items():
             out[k][img] = v
         for dy, dx in ((0, 1), (1, 0)):
-            for k, v in _baseline_maps(_shift1(b, dy, dx), b).items():
+            for k, v in _baseline_maps(shift_cells(b, dy, dx), b).items():
                 null[k].append(v)
     thresholds = {}
     for k, v in null.items():
         if not v:
             thresholds[k] = {}
             continue
-        z_star = calibrate(robust_z(np.stack(v)), fpr)
+        z_star = calibrate_z(np.stack(v), fpr)
         ids = list(out[k])
-        med, mad = _robust_location(np.stack([out[k][i] for i in ids]))
-        thresholds[k] = dict(zip(ids, med + z_star * mad))
+        thresholds[k] = dict(zip(ids, per_image_thresholds(np.stack([out[k][i] for i in ids]), z_star)))
     return out, thresholds, notes
 
 
@@ -323,7 +320,7 @@ def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, bas
     FakesegmentError
         The store has no maps, or no mask matches a synthetic image.
     """
-    tree = _tree(store)
+    tree = as_tree(store)
     have = stored_methods(tree)
     if not have:
         raise FakesegmentError("the store has no maps to evaluate; run `fakesegment maps --store ...` first")
@@ -365,5 +362,6 @@ def format_table(ev: Evaluation) -> str:
 
 
 def write_json(ev: Evaluation, path: str | Path) -> None:
+    """Write :meth:`Evaluation.to_dict` as JSON to ``path`` (folders created)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(ev.to_dict(), indent=1, default=float))

@@ -9,13 +9,18 @@ Attribution is additive. The fused score is the sum of the upsampled weighted la
 per layer. Within a layer, the layer map is a mean over channels of per-channel terms, so the
 layer's contribution splits (up to the bilinear upsampling) into per-channel contributions:
 
-* ``paired``: ``w_l * sum_k cw_k / scale_k * term_k,c / C`` with ``term_sq,c`` the squared,
-  drift-removed, spread-normalised difference and ``term_ssim,c`` = 1 - SSIM of channel ``c``,
-  averaged over the region's cells (cells weighted by how much of them the region covers);
+* ``paired``: ``w_l * sum_k cw_k / scale_k * term_k,c / n_k`` with ``term_sq,c`` the squared,
+  drift-removed, spread-normalised difference (``n_sq = C``) and ``term_ssim,c`` = 1 - SSIM of
+  channel ``c`` (``n_ssim`` the channels with a range, the others count 0), averaged over the
+  region's cells (cells weighted by how much of them the region covers); the terms are the maps'
+  own (:func:`fakesegment_nb.maps.paired.paired_terms`), with the spread the maps used;
 * ``reference``: the squared Mahalanobis distance ``v' P v = sum_c v_c (P v)_c`` split by
   channel (a channel may contribute negatively), with the same fold's Gaussian as the map; with
   the memory bank, the squared distance to the nearest bank patch ``sum_c (q_c - b_c)^2`` split
   by channel, with the stored bank of the same fold.
+
+The fitted state (spread, Gaussians, banks) is read from the maps group; maps written before it
+was stored get it refitted as the maps fitted it.
 
 Channels are the stored ``channel`` indices of ``layers/<name>/features``: open them with
 :func:`fakesegment_nb.store.feature_map`.
@@ -31,9 +36,16 @@ import pandas as pd
 import torch
 
 from .errors import FakesegmentError
-from .maps import (PAIRED_COMPONENTS, SSIM_MIN_CELLS, SSIM_SIGMA, _bank_patches, _centre, _features, _fold_models,
-                   _gaussian, _input_size, _real_stats, _tree, nearest_patches, read_maps)
+from .maps import as_tree, fold_models, input_size, read_maps, upsample
+from .maps.features import centre, read_features
+from .maps.gaussian import mahalanobis_terms
+from .maps.memory_bank import bank_distances, bank_patches
+from .maps.paired import components_used, paired_spreads, paired_terms
+from .maps.reference import layer_gaussian
+from .maps.settings import PAIRED_COMPONENTS
 from .store import image_table
+
+__all__ = ["REGION_COLUMNS", "Attribution", "attribute", "find_regions", "region_mask"]
 
 REGION_COLUMNS = ["image", "region", "y0", "x0", "y1", "x1", "area", "mean_score", "max_score",
                   "layer", "layer_share"]
@@ -52,9 +64,7 @@ def _layer_names(ds) -> list[str]:
 
 
 def _layer_up(ds, pos: int, size) -> dict[str, np.ndarray]:
-    from .maps import _upsample
-
-    return {l: _upsample(np.asarray(ds[f"layer_{l}"].variable[pos].values, np.float32)[None], size)[0]
+    return {l: upsample(np.asarray(ds[f"layer_{l}"].variable[pos].values, np.float32)[None], size)[0]
             for l in _layer_names(ds)}
 
 
@@ -78,9 +88,9 @@ def find_regions(store, method: str = "paired", images: list[str] | str | None =
     """
     from scipy import ndimage as ndi
 
-    tree = _tree(store)
+    tree = as_tree(store)
     ds = read_maps(tree, method)
-    size = _input_size(tree)
+    size = input_size(tree)
     ids = [str(v) for v in ds["image"].values]
     if images is None:
         thr = np.asarray(ds["threshold"].values)
@@ -122,8 +132,8 @@ def find_regions(store, method: str = "paired", images: list[str] | str | None =
 def region_mask(store, image: str, region: int | None = None, box=None, method: str = "paired") -> np.ndarray:
     """A boolean ``(H, W)`` input-resolution mask: a numbered region of :func:`find_regions`
     (its pixels, not its box) or a box ``(y0, x0, y1, x1)``."""
-    tree = _tree(store)
-    size = _input_size(tree)
+    tree = as_tree(store)
+    size = input_size(tree)
     if box is not None:
         y0, x0, y1, x1 = (int(v) for v in box)
         if not (0 <= y0 < y1 <= size[0] and 0 <= x0 < x1 <= size[1]):
@@ -184,7 +194,7 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     patch of the stored memory bank of the image's fold, undone from the layer's fusion weight
     and divided by the map's scale (so that times ``w_l / sum w`` it sums to the layer's share)."""
     table = image_table(tree)
-    _, model_of = _fold_models(table, int(params.get("seed", 0)))
+    _, model_of = fold_models(table, int(params.get("seed", 0)))
     k = int(model_of[pos])
     bank = np.asarray(ds["bank"].values[k], np.float32)
     bank = torch.from_numpy(bank[np.isfinite(bank).all(1)])
@@ -192,10 +202,10 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     slices = params["slices"]
     layers = list(slices)
     grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
-    q = _bank_patches(tree, layers, np.array([pos]), scale, grid, int(params["bank"]["pool"]),
-                      bool(params.get("centre", False)))
+    q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(params["bank"]["pool"]),
+                     bool(params.get("centre", False)))
     q = q[0].reshape(q.shape[1], -1).T
-    diff = ((q - bank[nearest_patches(q, bank)]) ** 2).numpy()
+    diff = bank_distances(q, bank).numpy()
     cw = _cell_weights(m, *grid).reshape(-1, 1)
     cw = cw / cw.sum() if cw.sum() > 0 else cw
     weights = json.loads(ds.attrs["layer_weights"])
@@ -221,9 +231,9 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
     -------
     Attribution
     """
-    tree = _tree(store)
+    tree = as_tree(store)
     ds = read_maps(tree, method)
-    size = _input_size(tree)
+    size = input_size(tree)
     pos = _image_pos(ds, image)
     if not np.isfinite(float(ds["threshold"].values[pos])):
         raise FakesegmentError(f"the {method} method does not score {image}")
@@ -238,10 +248,10 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
     params = json.loads(ds.attrs["params"])
     wsum = sum(weights[l] for l in contrib)
     table = image_table(tree)
-    real_idx = np.flatnonzero(table["domain"].to_numpy() == "real")
     rows = []
     bank_terms = (_bank_terms(tree, ds, params, pos, m) if method == "reference"
                   and params.get("distance") == "memory_bank" else None)
+    spreads = paired_spreads(tree, ds) if method == "paired" else None
     for layer in contrib:
         c, h, w = tree["layers"][layer]["features"].shape[1:]
         if bank_terms is not None:
@@ -251,42 +261,28 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
         cw = _cell_weights(m, h, w)
         cw = cw / cw.sum() if cw.sum() > 0 else cw
         lw = weights[layer] / wsum
-        fs = _features(tree, layer, np.array([pos]))
+        fs = read_features(tree, layer, np.array([pos]))
         if method == "paired":
             partner = str(table["pair"].iloc[pos])
             found = np.flatnonzero(table.index == partner)
             if not partner or not found.size:
                 raise FakesegmentError(f"{image}: its real pair {partner!r} is not in the store; "
                                        "attribute it with method='reference'")
-            ppos = int(found[0])
-            _, std = _real_stats(tree, layer, real_idx, np.random.default_rng(0))
-            inv = (1.0 / std)[None, :, None, None]
-            zs, zr = fs * inv, _features(tree, layer, np.array([ppos])) * inv
-            comps = params.get("components", PAIRED_COMPONENTS)
-            use = {k: v for k, v in comps.items()
-                   if v > 0 and (k != "ssim" or min(h, w) >= SSIM_MIN_CELLS)} or {"sq": 1.0}
+            inv = (1.0 / spreads[layer])[None, :, None, None]
+            zs, zr = fs * inv, read_features(tree, layer, found[:1]) * inv
+            use = components_used(params.get("components", PAIRED_COMPONENTS), (h, w))
             ctot = sum(use.values())
+            terms = paired_terms(zs, zr, "ssim" in use).channel_terms()
             per = np.zeros(c)
             for k, v in use.items():
                 scale = params["component_scales"].get(f"{layer}.{k}", 1.0)
-                if k == "sq":
-                    d = zs - zr
-                    d = d - np.median(d.reshape(1, c, -1), axis=2)[:, :, None, None]
-                    term = d[0] ** 2
-                else:
-                    from .ssim import ssim_map
-
-                    s = ssim_map(torch.from_numpy(zs[0]), torch.from_numpy(zr[0]), sigma=SSIM_SIGMA)
-                    term = 1.0 - torch.nan_to_num(s, nan=1.0).numpy()
-                per += (v / ctot / scale) * (term * cw[None]).sum(axis=(1, 2)) / c
+                term, divisor = terms[k]
+                per += (v / ctot / scale) * (term[0] * cw[None]).sum(axis=(1, 2)) / int(divisor[0])
         else:
-            fold, model_of = _fold_models(table, int(params.get("seed", 0)))
-            members = real_idx[fold[real_idx] == model_of[pos]]
-            centre = bool(params.get("centre", False))
-            mean, prec = _gaussian(tree, layer, members, float(params.get("shrinkage", 0.1)), 16, centre)
-            v = (_centre(fs) if centre else fs)[0].reshape(c, -1).T.astype(np.float64) - mean
-            pv = v @ prec
-            per = ((v * pv) * cw.reshape(-1, 1)).sum(0) / c / params["layer_scales"][layer]
+            _, model_of = fold_models(table, int(params.get("seed", 0)))
+            g = layer_gaussian(tree, ds, layer, int(model_of[pos]))
+            v = (centre(fs) if bool(params.get("centre", False)) else fs)[0].reshape(c, -1).T
+            per = (mahalanobis_terms(v, g) * cw.reshape(-1, 1)).sum(0) / c / params["layer_scales"][layer]
         rows.extend({"layer": layer, "channel": int(ch), "contribution": float(v)} for ch, v in _top(per * lw, top))
     channels = pd.DataFrame(rows, columns=["layer", "channel", "contribution"])
     channels["share"] = channels["contribution"] / total if total else np.nan

@@ -48,11 +48,11 @@ def test_schema_of_stored_maps():
 def test_layer_maps_sum_to_the_score():
     _, store = small_probe()
     ds = read_maps(store, "paired")
-    from fakesegment_nb.maps import _upsample
+    from fakesegment_nb.maps import upsample
 
     i = int(np.flatnonzero(np.isfinite(ds["threshold"].values))[0])
     layers = [v for v in ds.data_vars if v.startswith("layer_")]
-    total = sum(_upsample(ds[v].values[i][None], ds["score"].shape[1:])[0] for v in layers)
+    total = sum(upsample(ds[v].values[i][None], ds["score"].shape[1:])[0] for v in layers)
     np.testing.assert_allclose(total, ds["score"].values[i], rtol=1e-4, atol=1e-5)
 
 
@@ -196,11 +196,11 @@ def test_lite0_reference_threshold_is_calibrated_on_real_images():
 
 
 def test_cross_fitting_never_scores_an_image_against_its_twin():
-    from fakesegment_nb.maps import _fold_models
+    from fakesegment_nb.maps import fold_models
 
     _, store = lite0_probe()
     table = image_table(store)
-    fold, model_of = _fold_models(table)
+    fold, model_of = fold_models(table)
     pos = {k: i for i, k in enumerate(table.index)}
     real = np.flatnonzero(fold >= 0)
     assert set(fold[real]) == {0, 1} and (model_of[real] != fold[real]).all()

@@ -1,0 +1,42 @@
+"""Computing (and writing) the maps of one method or of all (what ``fakesegment maps`` runs)."""
+
+from __future__ import annotations
+
+from ..calibration import DEFAULT_FPR
+from ..errors import ParameterError
+from ..store import image_table
+from .features import as_tree, image_pairs
+from .group import Maps, write_maps
+from .paired import paired_maps
+from .reference import reference_maps
+from .settings import METHODS
+
+__all__ = ["compute_maps"]
+
+
+def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DEFAULT_FPR,
+                 weights: dict[str, float] | None = None) -> dict[str, Maps]:
+    """Compute (and by default write) the maps of one method or of ``"all"``.
+
+    With ``"all"``, ``paired`` is skipped with a note when the store has no pairs. To write,
+    pass the store's path or URL.
+
+    Returns
+    -------
+    ``{method: Maps}``.
+    """
+    if method not in (*METHODS, "all"):
+        raise ParameterError("method", f"{method!r} is unknown; choose paired, reference or all")
+    tree = as_tree(store)
+    out: dict[str, Maps] = {}
+    notes = []
+    for m in (METHODS if method == "all" else (method,)):
+        if m == "paired" and method == "all" and image_pairs(image_table(tree))[0].size == 0:
+            notes.append("no synthetic image has a real partner: paired maps skipped")
+            continue
+        res = (paired_maps if m == "paired" else reference_maps)(tree, weights=weights, fpr=fpr)
+        res.notes.extend(notes)
+        if write:
+            write_maps(store, res)
+        out[m] = res
+    return out

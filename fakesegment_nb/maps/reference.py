@@ -1,0 +1,265 @@
+"""The unpaired ``reference`` maps (:func:`reference_maps`): how far each location's features lie
+from the real images' features of the same layer.
+
+One of two distances per model (:data:`~fakesegment_nb.maps.settings.REFERENCE_DISTANCE`),
+optionally on features centred per image and channel first
+(:data:`~fakesegment_nb.maps.settings.REFERENCE_CENTRE`: an image-wide change is not a local detail):
+
+* ``gaussian`` (default; ssd300_vgg16; :mod:`.gaussian`): per layer, a Gaussian fitted to the real
+  images' feature vectors (all locations), its covariance shrunk towards a multiple of the
+  identity (:data:`~fakesegment_nb.maps.settings.SHRINKAGE`); a location's score is its squared
+  Mahalanobis distance per channel. (A memory bank did worse with random weights: pixel AUROC
+  0.41-0.52 per layer.)
+* ``memory_bank`` (efficientnet_lite0; :mod:`.memory_bank`): PatchCore's (Roth et al. 2022). The
+  weighted layers' features, standardised per channel by the real spread, are averaged over 3x3
+  neighbouring cells, resized to one grid (p3's 40x40) and concatenated; a location's score is the
+  squared distance to the nearest patch of a memory bank of real patches: at most
+  ``max_candidates`` of them are kept (an equal random share per image), and greedy coreset
+  subsampling on a random projection picks ``min(max_size, ratio x patches seen)`` rows, so the
+  bank's memory is bounded whatever the number of real images
+  (:data:`~fakesegment_nb.maps.settings.MEMORY_BANK`, benchmarks/bench_reference_memory.py). On the
+  seed-0 tuning probe (pixel AUROC / AP): memory bank on p3 + p4, centred, 0.848 / 0.395; the
+  shrunk Gaussian on the same layers 0.790 / 0.320, centred 0.824 / 0.361 (per layer, uncentred:
+  p2 0.600, p3 0.773, p4 0.734, p5 0.770); the bank uncentred 0.776; 1024 rows 0.848 (0.841-0.855
+  over seeds 0-3: the coreset depends on the candidates drawn), 512 0.853, 256 0.854 (0.814 from
+  all 40,000 candidates), 4096 of 65,536 candidates (PatchCore's 10%) 0.834-0.838; pooling 1x1
+  0.804, 5x5 0.827; adding p2 0.840, p5 0.797.
+
+Either way the score is divided by the median over real locations (1 = typical of a real image).
+Cross-fitted: real images are split into two folds (:func:`fold_models`), each real image is
+scored by the other fold's model, each synthetic image by the model of the fold that does not
+hold its own paired real image -- the method never sees a synthetic image's twin. The mask
+threshold is the ``1 - fpr`` quantile of the real images' cross-fitted scores. Each fold's fitted
+model (Gaussians or memory bank) is stored with the maps (:mod:`.group`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..calibration import DEFAULT_FPR, calibrate
+from ..errors import FakesegmentError, ParameterError
+from ..store import image_table, layer_names
+from .features import as_tree, batches, centre as centre_features, input_size, read_features
+from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
+from .group import Maps, build_dataset, fuse
+from .memory_bank import bank_distances, bank_patches, fit_memory_bank
+from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
+
+__all__ = ["fold_models", "folds", "layer_gaussian", "reference_maps"]
+
+
+def folds(table: pd.DataFrame, real_idx: np.ndarray) -> np.ndarray:
+    """Fold (0/1) of every image position: real images alternate in id order; others -1."""
+    fold = np.full(len(table), -1, int)
+    order = real_idx[np.argsort(table.index.to_numpy()[real_idx])]
+    fold[order] = np.arange(order.size) % 2
+    return fold
+
+
+def fold_models(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(fold of each real image or -1, fold whose model scores each image).
+
+    Real images are scored by the other fold; a synthetic image by the fold that does not hold
+    its paired real image (a seeded coin for images without a real partner).
+    """
+    dom = table["domain"].to_numpy()
+    real_idx = np.flatnonzero(dom == "real")
+    fold = folds(table, real_idx)
+    pos = {k: i for i, k in enumerate(table.index)}
+    rng = np.random.default_rng(seed)
+    model_of = np.zeros(len(table), int)
+    model_of[real_idx] = 1 - fold[real_idx]
+    for i in np.flatnonzero(dom != "real"):
+        p = pos.get(table["pair"].iloc[i], None)
+        model_of[i] = 1 - fold[p] if p is not None and fold[p] >= 0 else int(rng.integers(2))
+    return fold, model_of
+
+
+def layer_gaussian(tree, ds, layer: str, k: int) -> Gaussian:
+    """Fold ``k``'s Gaussian of ``layer`` behind stored ``reference`` maps ``ds``: the stored one,
+    or refitted as the maps fitted it for maps written without it."""
+    if f"precision_{layer}" in ds.data_vars:
+        return Gaussian(np.asarray(ds[f"mean_{layer}"].values[k], np.float64),
+                        np.asarray(ds[f"precision_{layer}"].values[k], np.float64))
+    params = json.loads(ds.attrs["params"])
+    table = image_table(tree)
+    real_idx = np.flatnonzero(table["domain"].to_numpy() == "real")
+    fold, _ = fold_models(table, int(params.get("seed", 0)))
+    return fit_layer_gaussian(tree, layer, real_idx[fold[real_idx] == k], float(params.get("shrinkage", SHRINKAGE)),
+                              16, bool(params.get("centre", False)))
+
+
+def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = DEFAULT_FPR,
+                   shrinkage: float = SHRINKAGE, seed: int = 0, batch_size: int = 16,
+                   distance: str | None = None, bank: dict | None = None, centre: bool | None = None) -> Maps:
+    """Compute the unpaired ``reference`` maps of every synthetic and real image.
+
+    Two distances to the real images (``distance``; default the model's, see the module docstring):
+
+    ``"gaussian"``: per layer, a Gaussian fitted to the real images' feature vectors (all
+    locations) with its covariance shrunk towards a multiple of the identity,
+    ``(1 - a) S + a tr(S)/C I``; a location's score is its squared Mahalanobis distance divided
+    by the number of channels, then by the median over real locations (1 = typical for a real
+    image).
+
+    ``"memory_bank"``: PatchCore's (Roth et al. 2022): the weighted layers' features, each
+    standardised by the real spread per channel and averaged over a neighbourhood of cells, are
+    resized to one grid and concatenated (:func:`~.memory_bank.neighbourhood_patches`); a
+    location's score is the squared distance to its nearest patch in a memory bank of real
+    patches, reduced by greedy coreset subsampling and capped (:func:`~.memory_bank.fit_memory_bank`),
+    divided by the median over real locations. The squared distance is a sum over layers, stored
+    as the ``layer_<name>`` maps (on the grid).
+
+    Cross-fitting: the real images are split into two folds; each real image is scored by the
+    other fold's model (these are the scores the threshold is calibrated on), and each
+    synthetic image by the model of the fold that does not hold its paired real image (if
+    it has one), so the method never sees a synthetic image's own twin.
+
+    Parameters
+    ----------
+    store : path/URL of a feature store or an open DataTree.
+    weights : per-layer fusion weights overriding the model's.
+    fpr : false-positive rate on the real images' cross-fitted scores for the mask threshold.
+    shrinkage : ``a`` above, in [0, 1] (``"gaussian"``).
+    seed : seed for the fold of synthetic images without a partner, and of the memory bank's
+        candidates and coreset.
+    batch_size : images read at once.
+    distance : ``"gaussian"`` or ``"memory_bank"``.
+    bank : memory-bank settings overriding :data:`~fakesegment_nb.maps.settings.MEMORY_BANK` and
+        the model's (``grid``, ``pool``, ``ratio``, ``max_size``, ``max_candidates``, ``projection``).
+    centre : subtract each image's per-channel median from its features first (default the
+        model's).
+
+    Returns
+    -------
+    Maps with a score for every image (real images: their cross-fitted score), not yet written,
+    with each fold's fitted model.
+
+    Raises
+    ------
+    FakesegmentError
+        Fewer than two real images (nothing to compare with after cross-fitting), or a bad
+        ``shrinkage``, ``distance`` or ``bank`` setting.
+    """
+    t0 = time.perf_counter()
+    tree = as_tree(store)
+    table = image_table(tree)
+    dom = table["domain"].to_numpy()
+    real_idx = np.flatnonzero(dom == "real")
+    if real_idx.size < 2:
+        raise FakesegmentError("the reference method needs at least two real images in the store")
+    if not 0 <= shrinkage <= 1:
+        raise ParameterError("shrinkage", f"must be in [0, 1], got {shrinkage}")
+    model = str(tree.attrs.get("model", ""))
+    distance = distance or REFERENCE_DISTANCE.get(model, "gaussian")
+    centre = REFERENCE_CENTRE.get(model, False) if centre is None else bool(centre)
+    if distance not in ("gaussian", "memory_bank"):
+        raise ParameterError("distance", f"{distance!r} is unknown; choose 'gaussian' or 'memory_bank'")
+    syn_idx = np.flatnonzero(dom == "synthetic")
+    size = input_size(tree)
+    w = layer_weights(tree, weights, method="reference")
+    layers = [l for l in layer_names(tree) if w[l] > 0]
+    fold, model_of = fold_models(table, seed)
+    targets = np.concatenate([syn_idx, real_idx])
+    real_rows = np.arange(syn_idx.size, targets.size)
+    if distance == "gaussian":
+        layer_maps, gaussians = _gaussian_layer_maps(tree, layers, real_idx, fold, model_of, targets, shrinkage,
+                                                     batch_size, centre)
+        params = {"distance": "squared Mahalanobis / channels, shrunk covariance", "shrinkage": shrinkage}
+        extra = {}
+        for l, gs in gaussians.items():
+            extra[f"mean_{l}"] = (("fold", f"channel_{l}"), np.stack([g.mean for g in gs]))
+            extra[f"precision_{l}"] = (("fold", f"channel_{l}", f"channel2_{l}"), np.stack([g.precision for g in gs]))
+    else:
+        bp = memory_bank_params(tree, layers, bank)
+        layer_maps, banks = _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size,
+                                                    {**bp, "seed": seed, "centre": centre})
+        params = {"distance": "memory_bank", "bank": bp, "bank_sizes": [b.bank.shape[0] for b in banks],
+                  "patches_seen": [b.patches_seen for b in banks], "candidates": [b.candidates for b in banks],
+                  "slices": banks[0].slices}
+        extra = {"bank": (("fold", "bank_patch", "bank_feature"), _stack_banks([b.bank for b in banks])),
+                 "bank_scale": (("fold", "bank_feature"), np.stack([b.scale for b in banks]))}
+    # 1 = typical of a real location: every layer map divided by the median over real locations of
+    # the layer's (gaussian) or of the total (memory_bank: the layers share one nearest neighbour)
+    layer_scales = {}
+    if distance == "gaussian":
+        for layer in layers:
+            layer_scales[layer] = float(np.median(layer_maps[layer][real_rows])) or 1.0
+    else:
+        total = sum(w[l] for l in layers)
+        joint = sum(layer_maps[l][real_rows] * (w[l] / total) for l in layers)
+        layer_scales = dict.fromkeys(layers, float(np.median(joint)) or 1.0)
+    layer_maps = {l: m / layer_scales[l] for l, m in layer_maps.items()}
+    fused = fuse(layer_maps, w, size)
+    threshold = calibrate(fused[real_rows], fpr)
+    ds = build_dataset(tree, "reference", targets, fused, layer_maps, w, size, threshold, fpr,
+                       calibration="real images scored by the model of the other fold "
+                                   "(cross-fitted); threshold = 1 - fpr quantile of their scores",
+                       params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
+                       n_img=len(table), extra=extra)
+    return Maps("reference", ds, time.perf_counter() - t0)
+
+
+def _stack_banks(banks: list[np.ndarray]) -> np.ndarray:
+    """Two folds' banks in one array, the smaller padded with NaN rows."""
+    m = max(b.shape[0] for b in banks)
+    out = np.full((len(banks), m, banks[0].shape[1]), np.nan, np.float32)
+    for k, b in enumerate(banks):
+        out[k, :b.shape[0]] = b
+    return out
+
+
+def _gaussian_layer_maps(tree, layers, real_idx, fold, model_of, targets, shrinkage, batch_size, centre):
+    """Per-layer squared Mahalanobis distance / channels of ``targets`` (cross-fitted), and each
+    layer's two fitted Gaussians (fold 0, fold 1)."""
+    layer_maps, gaussians = {}, {}
+    for layer in layers:
+        c, h, wd = tree["layers"][layer]["features"].shape[1:]
+        out = np.zeros((targets.size, h, wd), np.float32)
+        gaussians[layer] = []
+        for k in (0, 1):
+            g = fit_layer_gaussian(tree, layer, real_idx[fold[real_idx] == k], shrinkage, batch_size, centre)
+            gaussians[layer].append(g)
+            prec_t = torch.from_numpy(g.precision.astype(np.float32))
+            mean_t = torch.from_numpy(g.mean.astype(np.float32))
+            sel = np.flatnonzero(model_of[targets] == k)
+            for b in batches(sel.size, batch_size):
+                rows = sel[b]
+                f = read_features(tree, layer, targets[rows])
+                v = torch.from_numpy(centre_features(f) if centre else f).permute(0, 2, 3, 1).reshape(-1, c)
+                out[rows] = mahalanobis(v, mean_t, prec_t).reshape(rows.size, h, wd).numpy()
+        layer_maps[layer] = out
+    return layer_maps, gaussians
+
+
+def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size, bank_params):
+    """Per-layer squared-distance maps (on the bank's grid) of ``targets``, each scored against the
+    bank of the fold ``model_of`` names; plus the two banks."""
+    grid_layer = bank_params["grid"]
+    grid = tuple(tree["layers"][grid_layer]["features"].shape[2:])
+    dom_real = np.flatnonzero(fold >= 0)
+    out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
+    banks = []
+    fit = {k: v for k, v in bank_params.items() if k != "grid"}
+    for k in (0, 1):
+        mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
+        banks.append(mb)
+        bank_t = torch.from_numpy(mb.bank)
+        scale_t = torch.from_numpy(mb.scale)
+        sel = np.flatnonzero(model_of[targets] == k)
+        for b in batches(sel.size, batch_size):
+            rows = sel[b]
+            q = bank_patches(tree, layers, targets[rows], scale_t, grid, fit["pool"], fit["centre"])
+            q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+            diff = bank_distances(q, bank_t)
+            for l, (a, z) in mb.slices.items():
+                # the layer's share of the squared distance, undone from its fusion weight
+                d = diff[:, a:z].sum(1) * (sum(w[x] for x in layers) / w[l])
+                out[l][rows] = d.reshape(rows.size, *grid).numpy()
+    return out, banks

@@ -1,0 +1,137 @@
+"""The fitted state of the maps (per-channel spread, Gaussians, memory banks) kept in the maps
+group and reused by :func:`fakesegment_nb.segments.attribute`, and stores written without it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fakesegment_nb.maps import Maps, paired_maps, read_maps, write_maps
+from fakesegment_nb.segments import attribute, find_regions
+from fakesegment_nb.store import open_store
+
+from probe_support import copy_store, lite0_probe, small_probe
+
+CAP = 4  # real images the spread is estimated from in these tests (the probe has 8)
+
+
+@pytest.fixture(scope="module")
+def capped(tmp_path_factory):
+    """(lite0 probe store, a copy whose paired maps estimated the spread from CAP real images)."""
+    from fakesegment_nb.maps import features
+
+    _, src = lite0_probe()
+    store = copy_store(src, tmp_path_factory.mktemp("capped"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features, "MAX_REAL_FOR_SPREAD", CAP)
+        write_maps(store, paired_maps(store))
+    return src, store
+
+
+def _whole_image(store):
+    h, w = (int(v) for v in open_store(store).attrs["input_size"])
+    return (0, 0, h, w)
+
+
+def _scored_synthetic(ds) -> str:
+    thr = ds["threshold"].values
+    return str(ds["image"].values[int(np.flatnonzero(np.isfinite(thr))[0])])
+
+
+def _without_state(store, method):
+    """Rewrite the stored maps of ``method`` as maps written before the fitted state was kept."""
+    ds = read_maps(store, method).load()
+    state = [v for v in ds.data_vars if str(v).startswith(("spread_", "mean_", "precision_"))]
+    assert state, "the maps hold no fitted state to remove"
+    ds = ds.drop_vars(state)
+    for v in ds.variables.values():
+        v.encoding = {}
+    write_maps(store, Maps(method, ds))
+
+
+def test_attribute_uses_the_spread_the_paired_maps_used(capped):
+    # more real images than the spread is estimated from (256 by default; here CAP of the
+    # probe's 8): the maps draw one random sample of real images per layer from one generator,
+    # and attribution must divide by the very same spread
+    src, store = capped
+    ds = read_maps(store, "paired")
+    # the cap took effect: the spread, and so the maps, differ from those of all 8 real images
+    assert not np.allclose(ds["score"].values, read_maps(src, "paired")["score"].values, equal_nan=True)
+    for layer in ("p2", "p3", "p4"):
+        assert ds[f"spread_{layer}"].dims == (f"channel_{layer}",)
+        assert ds[f"spread_{layer}"].shape == open_store(store)["layers"][layer]["features"].shape[1:2]
+    image = _scored_synthetic(ds)
+    pos = [str(v) for v in ds["image"].values].index(image)
+    # with the whole image as the region every cell weighs the same, so each layer's channel
+    # contributions must add up to the mean of its stored weighted layer map (no upsampling)
+    a = attribute(store, image, box=_whole_image(store), top=10_000)
+    per_layer = a.channels.groupby("layer")["contribution"].sum()
+    assert set(per_layer.index) == {"p2", "p3", "p4"}
+    for layer, got in per_layer.items():
+        want = float(np.mean(ds[f"layer_{layer}"].values[pos], dtype=np.float64))
+        assert got == pytest.approx(want, rel=1e-4), layer
+
+
+def test_paired_maps_written_without_their_spread_still_attribute(capped, tmp_path, monkeypatch):
+    from fakesegment_nb.maps import features
+
+    _, store = capped
+    image = _scored_synthetic(read_maps(store, "paired"))
+    box = _whole_image(store)
+    with_state = attribute(store, image, box=box, top=10_000)
+    old = copy_store(store, tmp_path)
+    _without_state(old, "paired")
+    assert not [v for v in read_maps(old, "paired").data_vars if v.startswith("spread_")]
+    # the spread is refitted as the maps fitted it: same real images, drawn in the same order
+    monkeypatch.setattr(features, "MAX_REAL_FOR_SPREAD", CAP)
+    refitted = attribute(old, image, box=box, top=10_000)
+    pd.testing.assert_frame_equal(refitted.channels, with_state.channels)
+    assert refitted.score == with_state.score
+
+
+def test_reference_gaussians_are_stored_and_reused(tmp_path):
+    _, src = small_probe()
+    ds = read_maps(src, "reference")
+    tree = open_store(src)
+    for layer in ds.attrs["layers"]:
+        c = tree["layers"][layer]["features"].shape[1]
+        assert ds[f"mean_{layer}"].shape == (2, c) and ds[f"precision_{layer}"].shape == (2, c, c)
+        p = ds[f"precision_{layer}"].values
+        np.testing.assert_allclose(p, np.swapaxes(p, 1, 2), rtol=1e-6, atol=1e-9)  # symmetric
+    r = find_regions(src, "reference").iloc[0]
+    box = (int(r.y0), int(r.x0), int(r.y1), int(r.x1))
+    with_state = attribute(src, r.image, box=box, method="reference", top=10_000)
+    old = copy_store(src, tmp_path)
+    _without_state(old, "reference")
+    refitted = attribute(old, r.image, box=box, method="reference", top=10_000)
+    pd.testing.assert_frame_equal(refitted.channels, with_state.channels)
+    pd.testing.assert_frame_equal(refitted.layers, with_state.layers)
+
+
+def test_paired_terms_add_up_to_the_layer_components():
+    from fakesegment_nb.maps.paired import paired_terms
+
+    rng = np.random.default_rng(0)
+    zs = rng.normal(size=(3, 6, 9, 9)).astype(np.float32)
+    zr = zs + 0.3 * rng.normal(size=zs.shape).astype(np.float32)
+    zs[:, 2] = zr[:, 2] = 0.0  # a dead channel: no range, left out of the SSIM mean
+    zs[1] = zr[1] = 0.0  # an image with no live channel at all
+    terms = paired_terms(zs, zr)
+    means, shares = terms.channel_means(), terms.channel_terms()
+    assert terms.ssim_valid[0].tolist() == [True, True, False, True, True, True]
+    for k in ("sq", "ssim"):
+        t, n = shares[k]
+        np.testing.assert_allclose((t / n[:, None, None, None]).sum(axis=1), means[k], rtol=1e-5, atol=1e-6)
+    t, n = shares["ssim"]
+    assert (t[0, 2] == 0).all() and (t[1] == 0).all() and n.tolist() == [5, 1, 5]
+    assert (means["ssim"][1] == 0).all()
+    # the SSIM component is 1 - local_ssim, the function the maps were tuned with
+    import torch
+
+    from fakesegment_nb.ssim import local_ssim
+    from fakesegment_nb.maps import SSIM_SIGMA
+
+    want = 1.0 - torch.nan_to_num(local_ssim(torch.from_numpy(zs), torch.from_numpy(zr), sigma=SSIM_SIGMA),
+                                  nan=1.0).numpy()
+    np.testing.assert_array_equal(means["ssim"], want)
