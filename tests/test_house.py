@@ -4,6 +4,7 @@ fakesegment_nb`` and ``fakesegment --help`` stay free of torch (and of the other
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -117,10 +118,10 @@ HEAVY = ("torch", "torchvision", "timm", "xarray", "zarr", "dask", "sklearn", "m
 
 def _loaded_heavy(code: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    check = f"{code}\nimport sys\nprint(sorted(m for m in {HEAVY!r} if m in sys.modules))"
+    check = f"{code}\nimport json, sys\nprint(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     p = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr
-    return eval(p.stdout.strip().splitlines()[-1])
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def test_importing_the_package_loads_no_heavy_library():
