@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from .backbones import Backbone, build_backbone
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 from .manifest import file_sha256
 
 __all__ = ["WeightsInfo", "Pretrained", "pretrained_source", "cache_path", "load_backbone",
@@ -120,8 +120,8 @@ def _timm_source(backbone: Backbone) -> Pretrained:
     repo = cfg.get("hf_hub_id")
     arch = backbone.name.split(":", 1)[1]
     if not repo:
-        raise FakesegmentError(f"timm has no downloadable pretrained weights for {arch}; "
-                               "use --weights random or a state-dict FILE")
+        raise ParameterError("weights", f"timm has no downloadable pretrained weights for {arch}; "
+                             "use random or a state-dict file")
     names = [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
     cached = [huggingface_hub.try_to_load_from_cache(repo, n) for n in names]
     found = next((Path(c) for c in cached if isinstance(c, str)), None)
@@ -168,8 +168,8 @@ def _load_pretrained(backbone: Backbone, src: Pretrained, download: bool) -> boo
         try:
             state = src.download()
         except Exception as exc:  # no network, a refused host
-            raise FakesegmentError(f"--weights {src.kind}: {src.path.name} is not cached and could not be "
-                                   f"downloaded ({type(exc).__name__}); {src.where}") from None
+            raise ParameterError("weights", f"{src.kind}: {src.path.name} is not cached and could not be "
+                                 f"downloaded ({type(exc).__name__}); {src.where}") from None
     else:
         return False
     _load_state(backbone, state, str(src.path))
@@ -208,7 +208,7 @@ def parse_random_seed(spec: str) -> int | None:
         try:
             return int(spec.split(":", 1)[1])
         except ValueError:
-            raise FakesegmentError(f"--weights {spec}: the seed after 'random:' must be an integer") from None
+            raise ParameterError("weights", f"{spec}: the seed after 'random:' must be an integer") from None
     return None
 
 
@@ -225,7 +225,7 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
     """
     seed = parse_random_seed(weights)
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FakesegmentError(f"--device {device}: no CUDA device is available here")
+        raise ParameterError("device", f"{device}: no CUDA device is available here")
     if seed is not None or weights == "auto":
         torch.manual_seed(0 if seed is None else seed)
     backbone = build_backbone(model, layers)
@@ -241,11 +241,10 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
     elif weights in ("coco", "imagenet", "pretrained"):
         src = pretrained_source(backbone)
         if weights != "pretrained" and weights != src.kind:
-            raise FakesegmentError(f"--weights {weights}: {model}'s pretrained weights are {src.kind} "
-                                   f"(--weights {src.kind})")
+            raise ParameterError("weights", f"{weights}: {model}'s pretrained weights are {src.kind}, not {weights}")
         if not _load_pretrained(backbone, src, download=True):
-            raise FakesegmentError(f"--weights {weights}: {src.path.name} is not cached and downloads are off "
-                                   f"(FAKESEGMENT_OFFLINE); {src.where}")
+            raise ParameterError("weights", f"{weights}: {src.path.name} is not cached and downloads are off "
+                                 f"(FAKESEGMENT_OFFLINE); {src.where}")
         info = WeightsInfo(src.label, True)
     elif seed is not None:
         info = WeightsInfo(f"random:{seed}", False,
@@ -254,7 +253,7 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
     else:
         path = Path(weights)
         if not path.is_file():
-            raise FakesegmentError(f"--weights {weights}: not auto, coco, imagenet, random[:SEED] or an existing file")
+            raise ParameterError("weights", f"{weights}: not auto, coco, imagenet, random[:SEED] or an existing file")
         state = read_torch_file(path, f"weights file {path} is not a readable state dict")
         _load_state(backbone, state, str(path))
         info = WeightsInfo(f"file:{file_sha256(path)}", True)

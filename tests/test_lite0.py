@@ -41,7 +41,7 @@ def test_packaged_weights_are_trained_and_mapped_right():
 def test_imagenet_asks_for_the_packaged_weights_and_coco_is_refused():
     _, info = load_backbone("efficientnet_lite0", "imagenet")
     assert info.label == lite0.LABEL and info.trained
-    with pytest.raises(FakesegmentError, match=r"pretrained weights are imagenet \(--weights imagenet\)"):
+    with pytest.raises(FakesegmentError, match=r"pretrained weights are imagenet, not coco"):
         load_backbone("efficientnet_lite0", "coco")
 
 
