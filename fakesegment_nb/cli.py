@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", required=True, help="output JSON file")
     ev.set_defaults(func=_evaluate)
 
-    r = sub.add_parser("report", help="run notebooks/report.ipynb on a store and render a self-contained HTML file")
+    r = sub.add_parser("report", help="run the report notebook (fakesegment_nb/report.ipynb) on a store and render a self-contained HTML file")
     r.add_argument("--store", required=True, help="store path or fsspec URL")
     r.add_argument("--out", required=True, help="the HTML file to write (the executed notebook goes beside it)")
     r.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),

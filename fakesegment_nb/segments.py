@@ -43,7 +43,7 @@ from .maps.memory_bank import bank_distances, bank_patches
 from .maps.paired import components_used, paired_spreads, paired_terms
 from .maps.reference import layer_gaussian
 from .maps.settings import PAIRED_COMPONENTS
-from .store import image_table
+from .store import image_table, partners
 
 __all__ = ["REGION_COLUMNS", "Attribution", "attribute", "find_regions", "region_mask"]
 
@@ -263,13 +263,12 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
         lw = weights[layer] / wsum
         fs = read_features(tree, layer, np.array([pos]))
         if method == "paired":
-            partner = str(table["pair"].iloc[pos])
-            found = np.flatnonzero(table.index == partner)
-            if not partner or not found.size:
-                raise FakesegmentError(f"{image}: its real pair {partner!r} is not in the store; "
-                                       "attribute it with method='reference'")
+            found = partners(table).set_index("image")["i_real"]
+            if image not in found.index:
+                raise FakesegmentError(f"{image}: its real pair {str(table['pair'].iloc[pos])!r} is not in the "
+                                       "store; attribute it with method='reference'")
             inv = (1.0 / spreads[layer])[None, :, None, None]
-            zs, zr = fs * inv, read_features(tree, layer, found[:1]) * inv
+            zs, zr = fs * inv, read_features(tree, layer, np.array([found[image]])) * inv
             use = components_used(params.get("components", PAIRED_COMPONENTS), (h, w))
             ctot = sum(use.values())
             terms = paired_terms(zs, zr, "ssim" in use).channel_terms()

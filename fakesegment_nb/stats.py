@@ -40,6 +40,7 @@ from .errors import FakesegmentError
 from .gap import EXTRA_FIELDS, GAP_FIELDS
 from .layerstats import layer_stats
 from .store import as_strings, as_tree, image_table, layer_names, partners
+from .writer import consolidate
 
 __all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprint", "StatsTables",
            "layer_table", "channel_table", "pair_table", "image_scores", "gap_profile", "compare_stores",
@@ -241,9 +242,10 @@ def _write_cache(url: str, tables: StatsTables, fp: str) -> None:
                         attrs={"fingerprint": fp, "has_pairs": not tables.pairs.empty})
         ds.to_zarr(url, group=f"stats/{name}", mode="w", consolidated=False, zarr_format=3)
     if tables.pairs.empty:
-        g = zarr.open_group(url, mode="a", zarr_format=3)
+        g = zarr.open_group(url, mode="a", zarr_format=3, use_consolidated=False)
         if "stats" in g and "pairs" in g["stats"]:
             del g["stats"]["pairs"]
+    consolidate(url)  # plain xr.open_datatree users see the new tables at once
 
 
 def domain_stats(store, cache: bool = True) -> StatsTables:

@@ -85,7 +85,7 @@ def _open_groups_mid_commit(path: str, opts: dict) -> dict[str, xr.Dataset]:
 
     Each variable is opened on its own and cut to the committed rows.
     """
-    top = zarr.open_group(path, mode="r", storage_options=opts["storage_options"])
+    top = zarr.open_group(path, mode="r", storage_options=opts["storage_options"], use_consolidated=False)
     n = _committed_rows(top.attrs, min(top[v].shape[0] for v in ("image", *ROOT_VARS) if v in top))
 
     def open_group(name: str, node: zarr.Group) -> xr.Dataset:

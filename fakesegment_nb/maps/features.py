@@ -12,7 +12,8 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import FakesegmentError
-from ..store import open_store
+from ..store import as_tree as store_tree
+from ..store import partners
 
 __all__ = ["MAX_REAL_FOR_SPREAD", "as_tree", "batches", "centre", "image_pairs", "input_size", "read_features",
            "real_spread"]
@@ -24,7 +25,7 @@ MAX_REAL_FOR_SPREAD = 256
 def as_tree(store) -> xr.DataTree:
     """``store`` opened without dask (lazily indexed numpy: fast single-image reads), or itself if
     it already is an open tree."""
-    return store if isinstance(store, xr.DataTree) else open_store(store, chunks=None)
+    return store_tree(store, chunks=None)
 
 
 def input_size(tree) -> tuple[int, int]:
@@ -37,14 +38,10 @@ def input_size(tree) -> tuple[int, int]:
 
 
 def image_pairs(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of (synthetic image, its real partner) for every usable pair of the image table."""
-    pos = {k: i for i, k in enumerate(table.index)}
-    syn, real = [], []
-    for i, (img, dom, pair) in enumerate(zip(table.index, table["domain"], table["pair"])):
-        if dom == "synthetic" and pair and pair in pos and table["domain"].iloc[pos[pair]] == "real":
-            syn.append(i)
-            real.append(pos[pair])
-    return np.asarray(syn, int), np.asarray(real, int)
+    """Positions of (synthetic image, its real partner) for every usable pair of the image table
+    (:func:`fakesegment_nb.store.partners`)."""
+    found = partners(table)
+    return found["i_syn"].to_numpy(int), found["i_real"].to_numpy(int)
 
 
 def batches(n: int, size: int):

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from ..errors import FakesegmentError
+from ..writer import consolidate
 from .features import as_tree
 
 __all__ = ["Maps", "build_dataset", "fuse", "read_maps", "score_map", "stored_methods", "upsample", "write_maps"]
@@ -120,6 +121,7 @@ def write_maps(store, maps: Maps) -> None:
                 for k in ds.data_vars}
     ds.to_zarr(str(path), group=f"maps/{maps.method}", mode="w", consolidated=False, zarr_format=3,
                encoding=encoding)
+    consolidate(str(path))  # plain xr.open_datatree users see the new group at once
 
 
 def read_maps(store, method: str) -> xr.Dataset:

@@ -44,7 +44,7 @@ import torch
 
 from ..calibration import DEFAULT_FPR, calibrate
 from ..errors import FakesegmentError, ParameterError
-from ..store import image_table, layer_names
+from ..store import image_table, layer_names, partners
 from .features import as_tree, batches, centre as centre_features, input_size, read_features
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fuse
@@ -71,13 +71,14 @@ def fold_models(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.ndar
     dom = table["domain"].to_numpy()
     real_idx = np.flatnonzero(dom == "real")
     fold = folds(table, real_idx)
-    pos = {k: i for i, k in enumerate(table.index)}
+    found = partners(table)
+    partner_of = dict(zip(found["i_syn"].tolist(), found["i_real"].tolist()))
     rng = np.random.default_rng(seed)
     model_of = np.zeros(len(table), int)
     model_of[real_idx] = 1 - fold[real_idx]
     for i in np.flatnonzero(dom != "real"):
-        p = pos.get(table["pair"].iloc[i], None)
-        model_of[i] = 1 - fold[p] if p is not None and fold[p] >= 0 else int(rng.integers(2))
+        p = partner_of.get(int(i))
+        model_of[i] = 1 - fold[p] if p is not None else int(rng.integers(2))
     return fold, model_of
 
 
