@@ -11,7 +11,7 @@ from fakesegment_nb.maps import Maps, paired_maps, read_maps, write_maps
 from fakesegment_nb.segments import attribute, find_regions
 from fakesegment_nb.store import open_store
 
-from probe_support import copy_store, lite0_probe, small_probe
+from support import copy_store, lite0_probe, small_probe
 
 CAP = 4  # real images the spread is estimated from in these tests (the probe has 8)
 
