@@ -105,8 +105,12 @@ def test_reference_gaussians_are_stored_and_reused(tmp_path):
     old = copy_store(src, tmp_path)
     _without_state(old, "reference")
     refitted = attribute(old, r.image, box=box, method="reference", top=10_000)
-    pd.testing.assert_frame_equal(refitted.channels, with_state.channels)
-    pd.testing.assert_frame_equal(refitted.layers, with_state.layers)
+    # the same contributions; rows compared by (layer, channel), since a refit in another thread
+    # count may round differently and swap two near-equal channels in the ranking
+    key = ["layer", "channel"]
+    pd.testing.assert_frame_equal(refitted.channels.sort_values(key).reset_index(drop=True),
+                                  with_state.channels.sort_values(key).reset_index(drop=True), rtol=1e-6)
+    pd.testing.assert_frame_equal(refitted.layers, with_state.layers, rtol=1e-6)
 
 
 def test_paired_terms_add_up_to_the_layer_components():
