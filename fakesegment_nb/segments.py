@@ -39,7 +39,7 @@ from .errors import FakesegmentError
 from .maps import as_tree, fold_models, input_size, read_maps, upsample
 from .maps.features import centre, read_features
 from .maps.gaussian import mahalanobis_terms
-from .maps.memory_bank import bank_distances, bank_patches
+from .maps.memory_bank import bank_distances, bank_patches, bank_spread, smooth_cells
 from .maps.paired import components_used, paired_spreads, paired_terms
 from .maps.reference import layer_gaussian
 from .maps.settings import PAIRED_COMPONENTS
@@ -205,7 +205,11 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(params["bank"]["pool"]),
                      bool(params.get("centre", False)))
     q = q[0].reshape(q.shape[1], -1).T
-    diff = bank_distances(q, bank).numpy()
+    bp = params["bank"]
+    diff = bank_distances(q, bank, bank_spread(bank, int(bp.get("density", 0)))).numpy()
+    if "location_scale" in ds:  # the map's per-location divisor, then its smoothing (linear per channel)
+        diff = diff / np.asarray(ds["location_scale"].values[pos], np.float32).reshape(-1, 1)
+    diff = smooth_cells(diff.T.reshape(-1, *grid), float(bp.get("smooth", 0.0))).reshape(diff.shape[1], -1).T
     cw = _cell_weights(m, *grid).reshape(-1, 1)
     cw = cw / cw.sum() if cw.sum() > 0 else cw
     weights = json.loads(ds.attrs["layer_weights"])

@@ -21,6 +21,8 @@ the fitted state, reused by :func:`fakesegment_nb.segments.attribute` instead of
                (``reference``, Gaussian) each fold's fitted Gaussian;
 ``bank``, ``bank_scale``  (``reference``, memory bank) (fold, bank_patch, bank_feature) float32 the
                fitted banks (NaN rows pad the smaller) and (fold, bank_feature) the feature scales;
+``location_scale``  (``reference``, memory bank with ``location``) (image, ``y_<grid>``, ``x_<grid>``)
+               float32 each image's per-location divisor (the real images' median there);
 attributes ``method``, ``layers``, ``layer_weights`` (JSON), ``fpr``, ``calibration`` (text),
 ``params`` (JSON: components, scales, ``z_star``, ...), ``input_size``, ``fakesegment_nb``.
 Maps written before the fitted state was stored lack ``spread_*``, ``mean_*`` and ``precision_*``;

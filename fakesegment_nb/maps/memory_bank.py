@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import FakesegmentError
+from ..ssim import gaussian_filter_matrix
 from .features import batches, read_features, real_spread
 from .features import centre as centre_features
 
-__all__ = ["MemoryBank", "bank_distances", "bank_patches", "fit_bank", "fit_memory_bank", "greedy_coreset",
-           "nearest_patches", "neighbourhood_patches"]
+__all__ = ["MemoryBank", "bank_distances", "bank_patches", "bank_spread", "fit_bank", "fit_memory_bank",
+           "greedy_coreset", "nearest_patches", "neighbourhood_patches", "smooth_cells"]
 
 
 def neighbourhood_patches(feats: dict[str, torch.Tensor], grid: tuple[int, int], pool: int) -> torch.Tensor:
@@ -80,10 +81,41 @@ def nearest_patches(queries: torch.Tensor, bank: torch.Tensor, block: int = 4096
     return out
 
 
-def bank_distances(queries: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+def bank_distances(queries: torch.Tensor, bank: torch.Tensor, spread: torch.Tensor | None = None) -> torch.Tensor:
     """The squared distance of every query row ``(N, D)`` to its nearest bank row ``(M, D)``, split
-    by feature: ``(N, D)``, summing over a layer's columns gives its share of the distance."""
-    return (queries - bank[nearest_patches(queries, bank)]) ** 2
+    by feature: ``(N, D)``, summing over a layer's columns gives its share of the distance; divided
+    by that bank row's ``spread`` (:func:`bank_spread`) when given."""
+    nn = nearest_patches(queries, bank)
+    d = (queries - bank[nn]) ** 2
+    return d if spread is None else d / spread[nn, None]
+
+
+def bank_spread(bank: torch.Tensor, density: int) -> torch.Tensor:
+    """Each bank row's mean squared distance to its ``density`` nearest other rows, over the median
+    of that (ones when ``density`` is 0): a query's squared distance to its nearest row is divided
+    by it, so a patch as far from a sparse part of the real patches (texture) as real patches there
+    are from each other counts as typical (local-density normalisation as in LOF; Breunig et al.
+    2000). The bank is bounded (``max_size``), so this is too."""
+    n = bank.shape[0]
+    k = min(int(density), n - 1)
+    if k < 1:
+        return torch.ones(n)
+    sq = (bank * bank).sum(1)
+    d = (sq[:, None] - 2 * bank @ bank.T + sq[None, :]).clamp_min_(0)
+    near = torch.topk(d, k + 1, dim=1, largest=False).values[:, 1:].mean(1)
+    near = near / near.median().clamp_min(1e-12)
+    return near.clamp_min(1e-3)
+
+
+def smooth_cells(m: np.ndarray, sigma: float) -> np.ndarray:
+    """``(B, h, w)`` maps filtered by a Gaussian of ``sigma`` cells (scipy's reflect border); the
+    maps themselves when ``sigma`` is 0. Linear, so layer maps smoothed one by one still add up."""
+    if sigma <= 0:
+        return m
+    t = torch.from_numpy(np.ascontiguousarray(m, np.float32))
+    my = gaussian_filter_matrix(m.shape[1], sigma, dtype=torch.float32)
+    mx = gaussian_filter_matrix(m.shape[2], sigma, dtype=torch.float32)
+    return (my @ t @ mx.T).numpy()
 
 
 @dataclass

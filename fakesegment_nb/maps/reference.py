@@ -48,10 +48,10 @@ from ..store import image_table, layer_names, partners
 from .features import as_tree, batches, centre as centre_features, input_size, read_features
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fuse
-from .memory_bank import bank_distances, bank_patches, fit_memory_bank
+from .memory_bank import bank_distances, bank_patches, bank_spread, fit_memory_bank, smooth_cells
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
 
-__all__ = ["fold_models", "folds", "layer_gaussian", "reference_maps"]
+__all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps"]
 
 
 def folds(table: pd.DataFrame, real_idx: np.ndarray) -> np.ndarray:
@@ -133,7 +133,8 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     batch_size : images read at once.
     distance : ``"gaussian"`` or ``"memory_bank"``.
     bank : memory-bank settings overriding :data:`~fakesegment_nb.maps.settings.MEMORY_BANK` and
-        the model's (``grid``, ``pool``, ``ratio``, ``max_size``, ``max_candidates``, ``projection``).
+        the model's (``grid``, ``pool``, ``ratio``, ``max_size``, ``max_candidates``, ``projection``,
+        and the steps on top: ``density``, ``location``, ``smooth``; see the settings module).
     centre : subtract each image's per-channel median from its features first (default the
         model's).
 
@@ -194,6 +195,14 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
             layer_scales[layer] = float(np.median(layer_maps[layer][real_rows])) or 1.0
     else:
         total = sum(w[l] for l in layers)
+        if bp["location"]:  # divide by the real images' median at each location (borders score high)
+            joint = sum(layer_maps[l] * (w[l] / total) for l in layers)
+            norm = np.maximum(location_median(joint, real_rows, leave_out(table, targets, real_rows)), 1e-12)
+            layer_maps = {l: m / norm for l, m in layer_maps.items()}
+            full = np.full((len(table), *norm.shape[1:]), np.nan, np.float32)
+            full[targets] = norm
+            extra["location_scale"] = (("image", f"y_{bp['grid']}", f"x_{bp['grid']}"), full)
+        layer_maps = {l: smooth_cells(m, bp["smooth"]) for l, m in layer_maps.items()}
         joint = sum(layer_maps[l][real_rows] * (w[l] / total) for l in layers)
         layer_scales = dict.fromkeys(layers, float(np.median(joint)) or 1.0)
     layer_maps = {l: m / layer_scales[l] for l, m in layer_maps.items()}
@@ -205,6 +214,35 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
                        params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
                        n_img=len(table), extra=extra)
     return Maps("reference", ds, time.perf_counter() - t0)
+
+
+def location_median(maps: np.ndarray, real_rows: np.ndarray, left_out: np.ndarray) -> np.ndarray:
+    """Per-location median of the real images' maps ``maps[real_rows]`` for every row of ``maps``,
+    leaving out the real row ``left_out[i]`` (a position in ``real_rows``; -1: none): a real image
+    is not normalised by its own score, nor a synthetic image by its partner's. Exact, from the
+    ranks of the sorted real maps (``O(N log N)`` per location)."""
+    v = maps[real_rows].reshape(real_rows.size, -1)
+    n = v.shape[0]
+    order = np.argsort(v, axis=0, kind="stable")
+    srt = np.take_along_axis(v, order, axis=0)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(n)[:, None], order.shape), axis=0)
+    lo, hi = (n - 2) // 2, (n - 1) // 2  # middle positions once one row is left out
+    r = rank[np.maximum(left_out, 0)]
+    left = np.where(lo < r, srt[lo], srt[min(lo + 1, n - 1)])
+    right = np.where(hi < r, srt[hi], srt[min(hi + 1, n - 1)])
+    out = 0.5 * (left + right)
+    out[left_out < 0] = np.median(v, axis=0)
+    return out.reshape(maps.shape)
+
+
+def leave_out(table: pd.DataFrame, targets: np.ndarray, real_rows: np.ndarray) -> np.ndarray:
+    """For every target, the position in ``real_rows`` of itself (a real image) or of its real
+    partner (a synthetic image, :func:`fakesegment_nb.store.partners`), -1 if none."""
+    at = {int(targets[r]): i for i, r in enumerate(real_rows)}
+    found = partners(table)
+    partner_of = dict(zip(found["i_syn"].tolist(), found["i_real"].tolist()))
+    return np.array([at.get(int(t), at.get(partner_of.get(int(t), -1), -1)) for t in targets], int)
 
 
 def _stack_banks(banks: list[np.ndarray]) -> np.ndarray:
@@ -247,18 +285,19 @@ def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size
     dom_real = np.flatnonzero(fold >= 0)
     out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
     banks = []
-    fit = {k: v for k, v in bank_params.items() if k != "grid"}
+    fit = {k: v for k, v in bank_params.items() if k not in ("grid", "density", "location", "smooth")}
     for k in (0, 1):
         mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
         banks.append(mb)
         bank_t = torch.from_numpy(mb.bank)
         scale_t = torch.from_numpy(mb.scale)
+        spread = bank_spread(bank_t, int(bank_params["density"]))
         sel = np.flatnonzero(model_of[targets] == k)
         for b in batches(sel.size, batch_size):
             rows = sel[b]
             q = bank_patches(tree, layers, targets[rows], scale_t, grid, fit["pool"], fit["centre"])
             q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
-            diff = bank_distances(q, bank_t)
+            diff = bank_distances(q, bank_t, spread)
             for l, (a, z) in mb.slices.items():
                 # the layer's share of the squared distance, undone from its fusion weight
                 d = diff[:, a:z].sum(1) * (sum(w[x] for x in layers) / w[l])
