@@ -9,7 +9,7 @@ synthetic) and after (held-out real + enhanced held-out synthetic). It prints pe
 c2st AUROC before and after, marks the layers the enhancer trained on, and the content SSIM
 between each enhanced image and its input.
 
-    .venv/bin/python benchmarks/bench_enhance.py [--seed 1] [--n 48] [--steps N] [--layers p2,p3]
+    .venv/bin/python benchmarks/bench_enhance.py [--seed 1] [--n 48] [--steps N] [--layers p3,p4]
                                                  [--work DIR] [--quick] [--second-model]
 
 ``--quick``: 16 scenes, 20 steps (a smoke run, not the figures). ``--work`` keeps probes, splits,

@@ -42,7 +42,7 @@ __all__ = ["train_enhancer", "TrainResult", "DEFAULT_MODEL", "DEFAULT_LAYERS", "
 
 DEFAULT_MODEL = "efficientnet_lite0"
 # chosen by measurement on the tuning probe (seed 0): docs/loss.md
-DEFAULT_LAYERS = ("p2", "p3")
+DEFAULT_LAYERS = ("p3", "p4")
 # training layers when none are given: these for the models named, every layer otherwise
 TRAIN_LAYERS = {DEFAULT_MODEL: DEFAULT_LAYERS}
 DEFAULT_STEPS = 150
