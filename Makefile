@@ -34,7 +34,12 @@ demo: setup
 	$(FS) evaluate --store $(DEMO)/store.zarr --masks $(DEMO)/probe/masks --json $(DEMO)/evaluate.json
 	$(FS) report --store $(DEMO)/store.zarr --out $(DEMO)/report.html \
 		-p compare $(abspath $(DEMO))/store_ssd300.zarr
-	@echo "demo: open $(DEMO)/report.html, or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
+	$(VENV)/bin/papermill notebooks/04_close_the_gap.ipynb $(DEMO)/04_close_the_gap.ipynb --cwd notebooks \
+		-k python3 --no-progress-bar -p probe_n 0 -p steps 30 -p real_dir $(abspath $(DEMO))/probe/real \
+		-p synthetic_dir $(abspath $(DEMO))/probe/synthetic -p work_dir $(abspath $(DEMO))/close_the_gap && \
+	$(PY) -c "import sys; from fakesegment_nb.report import write_html; write_html(sys.argv[1], sys.argv[2], exclude_input=False)" \
+		$(DEMO)/04_close_the_gap.ipynb $(DEMO)/04_close_the_gap.html
+	@echo "demo: open $(DEMO)/report.html and $(DEMO)/04_close_the_gap.html, or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

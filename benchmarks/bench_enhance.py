@@ -9,7 +9,7 @@ synthetic) and after (held-out real + enhanced held-out synthetic). It prints pe
 c2st AUROC before and after, marks the layers the enhancer trained on, and the content SSIM
 between each enhanced image and its input.
 
-    .venv/bin/python benchmarks/bench_enhance.py [--seed 1] [--n 48] [--steps N] [--layers p2,p3]
+    .venv/bin/python benchmarks/bench_enhance.py [--seed 1] [--n 48] [--steps N] [--layers p3,p4]
                                                  [--work DIR] [--quick] [--second-model]
 
 ``--quick``: 16 scenes, 20 steps (a smoke run, not the figures). ``--work`` keeps probes, splits,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--content-weight", type=float, default=None)
     ap.add_argument("--paired-weight", type=float, default=None)
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--global-lr", type=float, default=None)
+    ap.add_argument("--tone-lr", type=float, default=None)
+    ap.add_argument("--grain-lr", type=float, default=None)
     ap.add_argument("--momentum", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--enhancer", help="measure this enhancer file (trained on this probe's training half "
@@ -89,8 +91,9 @@ def main(argv=None) -> int:
     split = holdout_split(probe / "real", probe / "synthetic", work / f"split_s{args.seed}_n{n}", seed=args.seed)
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]
     extra = {k: v for k, v in (("content_weight", args.content_weight), ("paired_weight", args.paired_weight),
-                               ("lr", args.lr), ("batch_size", args.batch_size), ("global_lr", args.global_lr),
-                               ("momentum", args.momentum)) if v is not None}
+                               ("lr", args.lr), ("batch_size", args.batch_size), ("tone_lr", args.tone_lr),
+                               ("grain_lr", args.grain_lr), ("momentum", args.momentum)) if v is not None}
+    load = os.getloadavg()[0]
     t = time.perf_counter()
     if args.enhancer:
         net, meta = load_enhancer(args.enhancer)
@@ -102,6 +105,7 @@ def main(argv=None) -> int:
         res = train_enhancer(split.train_real, split.train_synthetic, work / "enhancer.pt", model=DEFAULT_MODEL,
                              layers=layers, steps=steps, seed=args.train_seed, **extra)
         train_s = time.perf_counter() - t
+        load = max(load, os.getloadavg()[0])
     enhanced = work / "enhanced"
     shutil.rmtree(enhanced, ignore_errors=True)
     apply_enhancer(res.path, split.heldout_synthetic, enhanced, progress=False)
@@ -119,9 +123,10 @@ def main(argv=None) -> int:
           + ", ".join(f"{r.layer} {r.fid_change:+.1%}" for r in untrained.itertuples())
           + f"; trained layers: " + ", ".join(f"{r.layer} {r.fid_change:+.1%}" for r in df[df['trained']].itertuples()))
     print(f"content SSIM (enhanced vs input): mean {ssim['ssim'].mean():.3f}, min {ssim['ssim'].min():.3f}")
-    print(f"training: {train_s:.0f} s for {steps} steps ({train_s / steps:.2f} s/step, incl. loading the network)")
+    print(f"training: {train_s:.0f} s for {steps} steps ({train_s / steps:.2f} s/step, incl. loading the network); "
+          f"1-minute load average {load:.1f} on {os.cpu_count()} CPUs (the larger of start and end)")
     out = {"seed": args.seed, "n": n, "steps": steps, "layers": res.meta["layers"], "settings": extra,
-           "train_seconds": train_s, "ssim_mean": float(ssim["ssim"].mean()), "ssim_min": float(ssim["ssim"].min()),
+           "train_seconds": train_s, "load_average": load, "ssim_mean": float(ssim["ssim"].mean()), "ssim_min": float(ssim["ssim"].min()),
            "table": df.to_dict("records"), "loss_first": res.history[0]["total"], "loss_last": res.history[-1]["total"]}
     if args.second_model:
         b2, a2 = _stores(split, enhanced, work, "ssd300_vgg16", "random:0", None)

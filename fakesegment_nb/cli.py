@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--out", required=True, help="the enhancer file to write (ENHANCER.pt)")
     et.add_argument("--model", default="efficientnet_lite0",
                     help="the network the realism loss runs on (default efficientnet_lite0, ImageNet-trained)")
-    et.add_argument("--layers", help="comma-separated training layers (default p2,p3 for efficientnet_lite0)")
+    et.add_argument("--layers", help="comma-separated training layers (default p3,p4 for efficientnet_lite0)")
     et.add_argument("--weights", default="auto", help="auto | coco | imagenet | random[:SEED] | FILE (default auto)")
     et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 150)")
     et.add_argument("--batch-size", type=int, default=4, help="synthetic and real images per step (default 4)")

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import FakesegmentError, ImageError
+from ..errors import FakesegmentError, ImageError, ParameterError
 from ..images import load_rgb
 from ..manifest import scan_folder
 from .network import Enhancer, load_enhancer, noise_generator
@@ -36,7 +36,7 @@ class ApplyResult:
 def enhance_array(enhancer: Enhancer, image: np.ndarray, seed: int = 0) -> np.ndarray:
     """One uint8 RGB image ``(H, W, 3)`` -> its enhanced uint8 copy; the grain is seeded by
     ``seed`` and the image's pixels, so the result is reproducible."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().div(255)
+    x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float().div(255)  # a writable copy
     with torch.no_grad():
         y = enhancer(x, generator=noise_generator(seed, image))
     return (y[0].permute(1, 2, 0).mul(255).round().clamp(0, 255)).to(torch.uint8).numpy()
@@ -87,7 +87,7 @@ def apply_enhancer(enhancer, images, out, progress: bool = True) -> ApplyResult:
     entries = scan_folder(images, "synthetic")
     src, dst = Path(images).resolve(), Path(out).resolve()
     if dst == src or src in dst.parents:
-        raise FakesegmentError(f"--out {out} must not be the images folder or inside it")
+        raise ParameterError("out", f"{out} must not be the images folder or inside it")
     seed = int(meta.get("seed", 0))
     res = ApplyResult(Path(out), meta=meta)
     loader = DataLoader(_Decoded(entries), batch_size=None, num_workers=0, collate_fn=_as_is)

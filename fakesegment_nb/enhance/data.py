@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ..errors import FakesegmentError, ImageError
+from ..errors import FakesegmentError, ImageError, ParameterError
 from ..images import load_rgb
 from ..manifest import Entry, scan_folder
 
@@ -117,7 +117,7 @@ def holdout_split(real, synthetic, out, fraction: float = 0.5, seed: int = 0) ->
     Files are hard-linked (copied where links are not possible) under ``out``.
     """
     if not 0 < fraction < 1:
-        raise FakesegmentError(f"fraction must lie strictly between 0 and 1, got {fraction}")
+        raise ParameterError("fraction", f"must lie strictly between 0 and 1, got {fraction}")
     r, s = scan_folder(real, "real"), scan_folder(synthetic, "synthetic")
     keys = sorted({e.key for e in r} | {e.key for e in s})
     if len(keys) < 2:

@@ -74,10 +74,13 @@ class Enhancer(nn.Module):
             self.log_read = nn.Parameter(torch.full((3,), math.log(1e-3)))   # read noise sigma
             self.log_shot = nn.Parameter(torch.full((3,), math.log(1e-6)))   # shot noise variance / signal
 
-    def global_parameters(self) -> list[nn.Parameter]:
-        """The few image-wide parameters (tone, colour, grain level): trained with a larger step."""
-        extra = [self.grain_kernel, self.log_read, self.log_shot] if self.config["noise"] else []
-        return [self.curve, self.mix, self.offset, *extra]
+    def tone_parameters(self) -> list[nn.Parameter]:
+        """The image-wide tone curve, colour matrix and offset."""
+        return [self.curve, self.mix, self.offset]
+
+    def grain_parameters(self) -> list[nn.Parameter]:
+        """The grain's kernel and levels (none without grain)."""
+        return [self.grain_kernel, self.log_read, self.log_shot] if self.config["noise"] else []
 
     def tone(self, x: torch.Tensor) -> torch.Tensor:
         """The global part: per-channel tone curve, then the colour matrix and offset."""

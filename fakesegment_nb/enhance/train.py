@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import __version__
-from ..errors import FakesegmentError, ImageError
+from ..errors import FakesegmentError, ImageError, ParameterError
 from ..images import load_rgb
 from ..manifest import scan_folder
 from torch.utils.data import DataLoader, Subset
@@ -42,7 +42,7 @@ __all__ = ["train_enhancer", "TrainResult", "DEFAULT_MODEL", "DEFAULT_LAYERS", "
 
 DEFAULT_MODEL = "efficientnet_lite0"
 # chosen by measurement on the tuning probe (seed 0): docs/loss.md
-DEFAULT_LAYERS = ("p2", "p3")
+DEFAULT_LAYERS = ("p3", "p4")
 # training layers when none are given: these for the models named, every layer otherwise
 TRAIN_LAYERS = {DEFAULT_MODEL: DEFAULT_LAYERS}
 DEFAULT_STEPS = 150
@@ -137,7 +137,8 @@ def _readable(entries, domain: str, notes: list[str]):
 
 def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, weights: str = "auto",
                    layers: Sequence[str] | None = None, steps: int = DEFAULT_STEPS,
-                   batch_size: int = 4, seed: int = 0, device: str = "cpu", lr: float = 2e-3, global_lr: float = 10.0,
+                   batch_size: int = 4, seed: int = 0, device: str = "cpu", lr: float = 2e-3, tone_lr: float = 1.0,
+                   grain_lr: float = 50.0,
                    content_weight: float = 10.0, content_pool: int = 4, paired_weight: float = 0.0,
                    width: int = 8, depth: int = 3, max_real: int = 256, momentum: float = 0.5,
                    progress: bool = True) -> TrainResult:
@@ -153,8 +154,9 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     steps : optimisation steps, each on ``batch_size`` synthetic and ``batch_size`` real images.
     seed : fixes the initialisation, the batches, the augmentations and the grain: the same
         seed and data give the same state dict on the CPU.
-    lr, global_lr : Adam's learning rate for the convolutions, and ``lr * global_lr`` for the
-        few image-wide parameters (tone curve, colour matrix, grain level).
+    lr, tone_lr, grain_lr : Adam's learning rate for the convolutions, ``lr * tone_lr`` for the
+        tone curve and colour matrix, ``lr * grain_lr`` for the grain (its levels are learned in
+        log space from near zero: at ``lr`` alone, 150 steps cannot reach a camera's shot noise).
     content_weight, content_pool : weight of the content term and its averaging window.
     paired_weight : weight of FeatureRealismLoss's paired term for synthetic images with a real
         twin of the same stem (0: statistics matching only).
@@ -165,21 +167,24 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         (:func:`unpaired_terms`; 0: this batch's alone).
     """
     if not 0 <= momentum < 1:
-        raise FakesegmentError(f"momentum must lie in [0, 1), got {momentum}")
+        raise ParameterError("momentum", f"must lie in [0, 1), got {momentum}")
     from tqdm.auto import tqdm
 
     from ..loss import FeatureRealismLoss
     from ..weights import load_backbone
 
     if int(steps) != steps or steps < 1:
-        raise FakesegmentError(f"steps must be a whole number of at least 1 (--steps), got {steps}")
+        raise ParameterError("steps", f"must be a whole number of at least 1, got {steps}")
     if batch_size < 1:
-        raise FakesegmentError(f"batch_size must be at least 1, got {batch_size}")
+        raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
     for name, v in (("content_weight", content_weight), ("paired_weight", paired_weight)):
         if not v >= 0:
-            raise FakesegmentError(f"{name} must be >= 0, got {v}")
-    if content_pool < 1 or lr <= 0:
-        raise FakesegmentError("content_pool must be >= 1 and lr > 0")
+            raise ParameterError(name, f"must be >= 0, got {v}")
+    for name, v in (("lr", lr), ("tone_lr", tone_lr), ("grain_lr", grain_lr)):
+        if not v > 0:
+            raise ParameterError(name, f"must be > 0, got {v}")
+    if content_pool < 1:
+        raise ParameterError("content_pool", f"must be >= 1, got {content_pool}")
     t0 = time.perf_counter()
     notes: list[str] = []
     real_e = _readable(scan_folder(real, "real"), "real", notes)
@@ -213,9 +218,10 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         bank = real_moments(realism, real_ds, max_real, seed * 2 + 2, device, progress)
         grain = torch.Generator(device="cpu")
         grain.manual_seed(int(seed))
-        glob = {id(p) for p in enhancer.global_parameters()}
-        opt = torch.optim.Adam([{"params": enhancer.global_parameters(), "lr": lr * global_lr},
-                                {"params": [p for p in enhancer.parameters() if id(p) not in glob], "lr": lr}])
+        tone, grain_p = enhancer.tone_parameters(), enhancer.grain_parameters()
+        own = {id(p) for p in tone + grain_p}
+        opt = torch.optim.Adam([{"params": tone, "lr": lr * tone_lr}, {"params": grain_p, "lr": lr * grain_lr},
+                                {"params": [p for p in enhancer.parameters() if id(p) not in own], "lr": lr}])
         history: list[dict] = []
         layer_weights: dict[str, float] = {}
         running: dict = {}
@@ -253,7 +259,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                      "real_images_in_moments": min(len(real_e), int(max_real)), "momentum": float(momentum),
                      "paired_weight": float(paired_weight), "content": "L1 of avg_pool(k) images",
                      "content_weight": float(content_weight), "content_pool": int(content_pool)},
-            "optimizer": {"name": "Adam", "lr": float(lr), "global_lr": float(global_lr),
+            "optimizer": {"name": "Adam", "lr": float(lr), "tone_lr": float(tone_lr), "grain_lr": float(grain_lr),
                           "batch_size": int(batch_size)},
             "steps": int(steps), "seed": int(seed), "enhancer": dict(enhancer.config),
             "real": str(real), "synthetic": str(synthetic), "n_real": len(real_e), "n_synthetic": len(syn_e),
