@@ -75,7 +75,7 @@ def show_maps(before, after, images: Sequence[str], method: str = "reference"):
         vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
         for ax, m, label in zip(row, maps, ("before", "after")):
             im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax)
-            ax.set_title(f"{label}: {img} (mean {np.nanmean(m):.2f})", fontsize=8)
+            ax.set_title(f"{label}: {img}\n(mean {np.nanmean(m):.2f})", fontsize=8)
             ax.axis("off")
         fig.colorbar(im, ax=row.tolist(), shrink=0.8)
     return fig
