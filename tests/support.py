@@ -238,6 +238,14 @@ def lite0_probe() -> tuple[Path, Path]:
     return probe, store
 
 
+def noise_images(dest: Path, names, size: int, rng: np.random.Generator) -> Path:
+    """Uniform-noise RGB PNGs ``size`` x ``size`` named ``names`` in a new folder ``dest``."""
+    dest.mkdir()
+    for name in names:
+        Image.fromarray((rng.random((size, size, 3)) * 255).astype(np.uint8)).save(dest / name)
+    return dest
+
+
 @once
 def unpaired_store() -> Path:
     """3 real and 3 synthetic noise images with no common stem, no maps.
@@ -249,10 +257,7 @@ def unpaired_store() -> Path:
     root = folder("unpaired")
     rng = np.random.default_rng(1)
     for dom in ("real", "synthetic"):
-        (root / dom).mkdir()
-        for i in range(3):
-            a = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
-            Image.fromarray(a).save(root / dom / f"{dom}_{i}.png")
+        noise_images(root / dom, [f"{dom}_{i}.png" for i in range(3)], 96, rng)
     store = root / "store.zarr"
     extract(root / "real", root / "synthetic", store, model="ssd300_vgg16", layers=["fc7", "conv8_2"],
             weights="random:0", progress=False)

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from PIL import Image
 
 import fakesegment_nb as fs
 from fakesegment_nb.writer import StoreWriter
 
-from support import FAST_LAYERS, FAST_MODEL
+from support import FAST_LAYERS, FAST_MODEL, noise_images
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 
@@ -37,12 +36,8 @@ def many_dirs(tmp_path_factory):
     """24 real and 24 synthetic small noise-texture images."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(0)
-    for d in ("real", "synthetic"):
-        (root / d).mkdir()
-        for i in range(24):
-            a = (rng.random((48, 48, 3)) * 255).astype(np.uint8)
-            Image.fromarray(a).save(root / d / f"img_{i:03d}.png")
-    return root / "real", root / "synthetic"
+    return tuple(noise_images(root / d, [f"img_{i:03d}.png" for i in range(24)], 48, rng)
+                 for d in ("real", "synthetic"))
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path, pair_dirs):
