@@ -16,12 +16,10 @@ import xarray as xr
 import zarr
 
 from .errors import FakesegmentError
+from .targets import is_local, local_path, normalise
 
 __all__ = ["open_store", "as_tree", "image_table", "partners", "layer_names", "feature_layer", "feature_map",
            "as_strings", "image_rows", "ROOT_VARS", "STRING_VARS", "COMMITTED"]
-from .targets import is_local as _is_local
-from .targets import local_path as _local_path
-from .targets import normalise as _normalise
 
 ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
 STRING_VARS = ("image", "domain", "path", "pair", "sha256")
@@ -51,8 +49,8 @@ def open_store(path: str | os.PathLike, storage_options: dict | None = None,
     DataTree with the image table at the root and ``layers/<name>/features`` below; variables
     are read only when asked for.
     """
-    path = _normalise(path)
-    if _is_local(path) and not (_local_path(path) / "zarr.json").is_file():
+    path = normalise(path)
+    if is_local(path) and not (local_path(path) / "zarr.json").is_file():
         raise FakesegmentError(f"{path} is not a feature store (no zarr.json); run `fakesegment extract` first")
     opts = dict(engine="zarr", consolidated=False, zarr_format=3,
                 chunks=None if chunks is None else dict(chunks), storage_options=storage_options)
