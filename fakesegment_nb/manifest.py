@@ -19,8 +19,10 @@ DOMAINS = ("real", "synthetic")
 class Entry:
     """One image file.
 
-    ``image`` is the stable id ``<domain>/<path relative to its folder>``; ``key`` is that relative
-    path without its suffix, which is what pairs by stem compare.
+    ``image`` is the id ``<domain>/<path relative to its folder>`` (a store may give a synthetic
+    set's images another first part: :func:`fakesegment_nb.sets.place_set`); ``key`` is that
+    relative path without its suffix, which is what pairs by stem compare; ``set`` is a synthetic
+    image's set name (``""`` for real images, and until a set is chosen).
     """
 
     image: str
@@ -29,6 +31,12 @@ class Entry:
     key: str
     sha256: str
     pair: str = ""
+    set: str = ""
+
+    @property
+    def relpath(self) -> str:
+        """The path relative to its folder (the id without its first part)."""
+        return self.image.split("/", 1)[1]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,7 +77,7 @@ def scan_folder(folder: str | Path, domain: str) -> list[Entry]:
 
 def _resolve_listed(name: str, folder: Path, entries: list[Entry], where: str) -> Entry:
     by_path = {e.path: e for e in entries}
-    by_rel = {e.image.split("/", 1)[1]: e for e in entries}
+    by_rel = {e.relpath: e for e in entries}
     by_key = {}
     for e in entries:
         by_key.setdefault(e.key, []).append(e)
