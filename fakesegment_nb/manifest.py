@@ -1,4 +1,17 @@
-"""The list of images to extract: ids, domains, pairs and content hashes."""
+"""The list of images to extract: ids, domains, pairs and content hashes.
+
+Ids, as a store holds them (DESIGN.md section 3; the rules are in :mod:`fakesegment_nb.sets`):
+
+- a real image: ``real/<path relative to the real folder>``, e.g. ``real/town/scene_003.png``;
+  a real image already stored (same sha256) keeps the id it was stored under;
+- the store's first synthetic set: ``synthetic/<path relative to its folder>`` whatever the
+  set's name (what every store held before sets: a store of one set keeps these ids);
+- every later set: ``<set>/<path relative to its folder>``, e.g. ``enhanced/town/scene_003.png``.
+
+A set name is one folder name and never ``real``, nor ``synthetic`` for a later set, so ids are
+unique across sets, and ``id.split("/", 1)[1]`` is always the path relative to the folder.
+:func:`build_manifest` gives the ``<domain>/<path>`` ids; extraction places them in a set.
+"""
 
 from __future__ import annotations
 
