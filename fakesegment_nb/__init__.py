@@ -14,7 +14,7 @@ from .errors import FakesegmentError
 __version__ = "0.1.0"
 
 _LAZY = {
-    "store": ["open_store", "feature_map", "feature_layer", "image_table", "layer_names"],
+    "store": ["open_store", "feature_map", "feature_layer", "image_table", "set_names", "partners", "layer_names"],
     "evaluate": ["evaluate"],
     "stats": ["layer_table", "channel_table", "pair_table", "domain_stats", "write_stats", "compare_stores",
               "image_scores", "gap_profile"],

@@ -17,9 +17,9 @@ def _extract(args) -> int:
     layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
     res = extract(args.real, args.synthetic, args.store, pairs=args.pairs, model=args.model,
                   weights=args.weights, layers=layers, batch_size=args.batch_size, device=args.device,
-                  scheduler=args.scheduler, progress=not args.quiet)
+                  scheduler=args.scheduler, progress=not args.quiet, set_name=args.set)
     print(f"{res.store}: {res.added} images added, {res.already_stored} already stored, "
-          f"{len(res.failed)} skipped as unreadable; weights {res.weights}")
+          f"{len(res.failed)} skipped as unreadable; set {res.set}; weights {res.weights}")
     return 0
 
 
@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--real", required=True, help="folder of real images (recursive)")
     e.add_argument("--synthetic", required=True, help="folder of synthetic images (recursive)")
     e.add_argument("--store", required=True, help="store path or fsspec URL (zarr v3)")
+    e.add_argument("--set", help="the synthetic set's name (default: the stored set holding this folder's images, "
+                                 "else the synthetic folder's name); real images are stored once for all sets")
     e.add_argument("--pairs", help="CSV with columns synthetic,real (default: pair by file stem)")
     e.add_argument("--model", default="ssd300_vgg16",
                    help="ssd300_vgg16 (default), ssdlite320_mobilenet_v3_large, efficientnet_lite0 (ImageNet-"
@@ -216,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Library parameters whose flag is not ``--`` + the name with dashes.
-FLAGS: dict[str, str] = {"parameters": "-p"}  # run_report's parameters: the report's -p NAME VALUE
+FLAGS: dict[str, str] = {"parameters": "-p",  # run_report's parameters: the report's -p NAME VALUE
+                         "set_name": "--set"}  # extract's set_name
 
 
 def main(argv=None) -> int:

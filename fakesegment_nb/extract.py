@@ -26,6 +26,7 @@ from .backbones import DEFAULT_MODEL, Backbone
 from .errors import ImageError, ParameterError
 from .images import load_rgb
 from .manifest import Entry, build_manifest
+from .sets import check_set_name, choose_set, place_set, real_pairs
 from .store import image_rows
 from .writer import StoreWriter
 from .weights import WeightsInfo, load_backbone
@@ -46,6 +47,7 @@ class ExtractResult:
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     weights: str = ""
+    set: str = ""  # the synthetic set this run added to
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -174,16 +176,14 @@ class _Writer(threading.Thread):
         self.q.put(item)
 
 
-def _plan(writer: StoreWriter, manifest: list[Entry], result: ExtractResult) -> list[Entry]:
-    """Entries not yet stored; reports files whose id is stored with other content."""
-    if not writer.exists():
-        return manifest
-    stored = writer.stored()
-    have = set(zip(stored["domain"], stored["sha256"]))
+def _plan(stored: pd.DataFrame, manifest: list[Entry], result: ExtractResult) -> list[Entry]:
+    """Entries not yet stored: real images by content, synthetic ones by content within their
+    set; reports files whose id is stored with other content."""
+    have = set(zip(stored["set"], stored["sha256"]))  # real images: set ""
     ids = dict(zip(stored["image"], stored["sha256"]))
     todo = []
     for e in manifest:
-        if (e.domain, e.sha256) in have:
+        if (e.set, e.sha256) in have:
             result.already_stored += 1
         elif e.image in ids:
             result.notes.append(f"{e.image} changed since it was stored; the stored features are kept "
@@ -196,19 +196,24 @@ def _plan(writer: StoreWriter, manifest: list[Entry], result: ExtractResult) -> 
 def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weights: str = "auto",
             layers: Sequence[str] | None = None, batch_size: int = 8, device: str = "cpu",
             scheduler: str | None = None, storage_options: dict | None = None,
-            progress: bool = True, report: Callable[[str], None] | None = None) -> ExtractResult:
+            progress: bool = True, report: Callable[[str], None] | None = None,
+            set_name: str | None = None) -> ExtractResult:
     """Extract the feature maps of every image under ``real`` and ``synthetic`` into ``store``.
 
-    Resumable and idempotent: images already stored (same domain and content) are skipped, new
-    ones appended. Corrupt images are reported and skipped. Raises
-    :class:`~fakesegment_nb.errors.FakesegmentError` for bad folders, pairs, weights, or a store
-    made by another network.
+    Resumable and idempotent: images already stored are skipped (real images by content,
+    synthetic ones by content within their set), new ones appended. Corrupt images are reported
+    and skipped. ``set_name`` names the synthetic set (default: the stored set that holds this
+    folder's images, else the folder's name; :mod:`fakesegment_nb.sets` has the rules). Raises
+    :class:`~fakesegment_nb.errors.FakesegmentError` for bad folders, pairs, weights, set names,
+    or a store made by another network.
     """
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     if batch_size < 1:
         raise ParameterError("batch_size", "must be at least 1")
+    if set_name is not None:
+        check_set_name(set_name)
     report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
     manifest, notes = build_manifest(real, synthetic, pairs)
     result = ExtractResult(store=str(store), notes=list(notes))
@@ -222,7 +227,14 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
         if writer.exists():
             writer.check_identity(attrs)
             writer.repair()
-        todo = _plan(writer, manifest, result)
+            stored = writer.stored()
+        else:
+            stored = pd.DataFrame(columns=["image", "domain", "sha256", "pair", "path", "set"], dtype=object)
+        result.set, prefix, set_notes = choose_set(stored, [e for e in manifest if e.domain == "synthetic"],
+                                                   synthetic, set_name)
+        manifest = place_set(manifest, stored, result.set, prefix)
+        result.notes += set_notes
+        todo = _plan(stored, manifest, result)
         for n in result.notes[len(notes):]:
             report(n)
         if scheduler:
@@ -232,12 +244,23 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
                                 device, result, report, progress)
         elif todo:
             _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress)
-        writer.set_pairs({e.image: e.pair for e in manifest})
+        _update_pairs(writer, manifest)
         for name in writer.drop_stale_maps():
             result.notes.append(f"{name} removed: it covered fewer images; run `fakesegment maps` again")
             report(result.notes[-1])
     result.timings["total_s"] = time.perf_counter() - t0
     return result
+
+
+def _update_pairs(writer: StoreWriter, manifest: list[Entry]) -> None:
+    """A later run may add partners: this run's synthetic images get their pairs, and every real
+    image the pair :func:`~fakesegment_nb.sets.real_pairs` gives it."""
+    if not writer.exists():
+        return
+    table = writer.stored()
+    syn = {e.image: e.pair for e in manifest if e.domain == "synthetic"}
+    table["pair"] = [syn.get(i, p) for i, p in zip(table["image"], table["pair"])]
+    writer.set_pairs({**dict(zip(table["image"], table["pair"])), **real_pairs(table)})
 
 
 def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress):

@@ -1,4 +1,17 @@
-"""The list of images to extract: ids, domains, pairs and content hashes."""
+"""The list of images to extract: ids, domains, pairs and content hashes.
+
+Ids, as a store holds them (DESIGN.md section 3; the rules are in :mod:`fakesegment_nb.sets`):
+
+- a real image: ``real/<path relative to the real folder>``, e.g. ``real/town/scene_003.png``;
+  a real image already stored (same sha256) keeps the id it was stored under;
+- the store's first synthetic set: ``synthetic/<path relative to its folder>`` whatever the
+  set's name (what every store held before sets: a store of one set keeps these ids);
+- every later set: ``<set>/<path relative to its folder>``, e.g. ``enhanced/town/scene_003.png``.
+
+A set name is one folder name and never ``real``, nor ``synthetic`` for a later set, so ids are
+unique across sets, and ``id.split("/", 1)[1]`` is always the path relative to the folder.
+:func:`build_manifest` gives the ``<domain>/<path>`` ids; extraction places them in a set.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +32,10 @@ DOMAINS = ("real", "synthetic")
 class Entry:
     """One image file.
 
-    ``image`` is the stable id ``<domain>/<path relative to its folder>``; ``key`` is that relative
-    path without its suffix, which is what pairs by stem compare.
+    ``image`` is the id ``<domain>/<path relative to its folder>`` (a store may give a synthetic
+    set's images another first part: :func:`fakesegment_nb.sets.place_set`); ``key`` is that
+    relative path without its suffix, which is what pairs by stem compare; ``set`` is a synthetic
+    image's set name (``""`` for real images, and until a set is chosen).
     """
 
     image: str
@@ -29,6 +44,12 @@ class Entry:
     key: str
     sha256: str
     pair: str = ""
+    set: str = ""
+
+    @property
+    def relpath(self) -> str:
+        """The path relative to its folder (the id without its first part)."""
+        return self.image.split("/", 1)[1]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -69,7 +90,7 @@ def scan_folder(folder: str | Path, domain: str) -> list[Entry]:
 
 def _resolve_listed(name: str, folder: Path, entries: list[Entry], where: str) -> Entry:
     by_path = {e.path: e for e in entries}
-    by_rel = {e.image.split("/", 1)[1]: e for e in entries}
+    by_rel = {e.relpath: e for e in entries}
     by_key = {}
     for e in entries:
         by_key.setdefault(e.key, []).append(e)

@@ -18,12 +18,16 @@ import zarr
 from .errors import FakesegmentError
 from .targets import is_local, local_path, normalise
 
-__all__ = ["open_store", "as_tree", "image_table", "partners", "layer_names", "feature_layer", "feature_map",
-           "as_strings", "image_rows", "ROOT_VARS", "STRING_VARS", "COMMITTED"]
+__all__ = ["open_store", "as_tree", "image_table", "set_names", "partners", "layer_names", "feature_layer",
+           "feature_map", "as_strings", "image_rows", "set_column", "ROOT_VARS", "STRING_VARS", "COMMITTED",
+           "LEGACY_SET"]
 
-ROOT_VARS = ("domain", "path", "pair", "height", "width", "sha256")
-STRING_VARS = ("image", "domain", "path", "pair", "sha256")
+ROOT_VARS = ("domain", "set", "path", "pair", "height", "width", "sha256")
+STRING_VARS = ("image", "domain", "set", "path", "pair", "sha256")
 COMMITTED = "images_committed"  # root attribute: rows that count as stored
+# The set of every synthetic image of a store written before sets existed (they have no ``set``
+# variable): such a store reads as one set of this name.
+LEGACY_SET = "synthetic"
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,30 +120,67 @@ def as_tree(store, **open_kwargs) -> xr.DataTree:
 
 
 def image_table(store) -> pd.DataFrame:
-    """The root variables as a DataFrame indexed by image id (reads nothing else)."""
+    """The root variables as a DataFrame indexed by image id (reads nothing else).
+
+    Columns :data:`ROOT_VARS`: ``domain``, ``set`` (a synthetic image's set name, ``""`` for
+    real images; :data:`LEGACY_SET` for the synthetic images of a store written before sets
+    existed), ``path``, ``pair``, ``height``, ``width``, ``sha256``.
+    """
     tree = as_tree(store)
-    ds = tree.to_dataset(inherit=False)[list(ROOT_VARS)]
+    root = tree.to_dataset(inherit=False)
+    ds = root[[v for v in ROOT_VARS if v in root]]
     df = ds.load().to_dataframe()
     for col in STRING_VARS:
         if col in df:
             df[col] = as_strings(df[col].to_numpy())
     df.index = pd.Index(as_strings(df.index.to_numpy()), name="image")
-    return df
+    df["set"] = set_column(df["domain"].to_numpy(), df["set"].to_numpy() if "set" in df else None)
+    return df[[v for v in ROOT_VARS if v in df]]
+
+
+def set_column(domains, sets=None) -> np.ndarray:
+    """The ``set`` of each row (object array of str) from its ``domain`` and stored ``set``
+    (None where the store has no ``set`` variable): ``""`` for real images, the stored name for
+    synthetic ones, :data:`LEGACY_SET` where a synthetic image has none (stores from before sets,
+    or rows the writer gave no set)."""
+    domains = np.asarray(domains, dtype=object)
+    out = np.full(len(domains), "", dtype=object) if sets is None else as_strings(sets)
+    syn = domains == "synthetic"
+    out[syn & (out == "")] = LEGACY_SET
+    out[~syn] = ""
+    return out
+
+
+def set_names(store) -> list[str]:
+    """The store's synthetic set names, in store order (the order their first images were stored).
+
+    ``store`` is a store path, URL, DataTree, or an :func:`image_table`."""
+    table = store if isinstance(store, pd.DataFrame) else image_table(store)
+    sets = table["set"] if "set" in table else pd.Series(set_column(table["domain"].to_numpy()), index=table.index)
+    return list(pd.unique(sets[table["domain"].to_numpy() == "synthetic"].to_numpy()))
 
 
 def partners(images: pd.DataFrame) -> pd.DataFrame:
     """Every synthetic image whose ``pair`` is a stored real image: its real partner.
 
     ``images`` is :func:`image_table` (or any frame indexed by image id with ``domain`` and
-    ``pair`` columns). Returns one row per such synthetic image, in table order, with columns
-    ``image`` and ``pair`` (the two ids) and ``i_syn`` and ``i_real`` (their row positions in
-    ``images``). A pair naming an image that is not stored, or that is not real, is no partner.
+    ``pair`` columns, and ``set`` where there are several sets). Returns one row per such
+    synthetic image, in table order, with columns ``image`` and ``pair`` (the two ids), ``i_syn``
+    and ``i_real`` (their row positions in ``images``) and ``set`` (the synthetic image's set).
+    A pair naming an image that is not stored, or that is not real, is no partner.
+
+    Pairs are found within a set (a synthetic image's ``pair`` is a real image matched to it in
+    its own set's extraction), so one real image may be the partner of one image in each set:
+    select a set's rows with ``partners(t)[lambda p: p["set"] == name]``.
     """
     pos = pd.Series(np.arange(len(images)), index=images.index)
     real_ids = set(images.index[images["domain"] == "real"])
     syn = images[(images["domain"] == "synthetic") & images["pair"].isin(real_ids)]
+    sets = (set_column(syn["domain"].to_numpy(), syn["set"].to_numpy()) if "set" in syn
+            else set_column(syn["domain"].to_numpy()))
     return pd.DataFrame({"image": syn.index.to_numpy(dtype=object), "pair": syn["pair"].to_numpy(dtype=object),
-                         "i_syn": pos[syn.index].to_numpy(dtype=int), "i_real": pos[syn["pair"]].to_numpy(dtype=int)})
+                         "i_syn": pos[syn.index].to_numpy(dtype=int), "i_real": pos[syn["pair"]].to_numpy(dtype=int),
+                         "set": sets})
 
 
 def layer_names(store) -> list[str]:
@@ -170,9 +211,10 @@ def feature_map(store, image: str, layer: str, channel: int) -> xr.DataArray:
 
 def image_rows(entries, sizes) -> pd.DataFrame:
     """The root rows of a commit (:meth:`StoreWriter.commit`): one per image, columns ``image``
-    and :data:`ROOT_VARS`, from entries with ``image, domain, path, pair, sha256`` attributes
+    and :data:`ROOT_VARS`, from entries with ``image, domain, set, path, pair, sha256`` attributes
     (:class:`fakesegment_nb.manifest.Entry`) and their decoded ``(height, width)``."""
     return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
+                         "set": [e.set for e in entries],
                          "path": [e.path for e in entries], "pair": [e.pair for e in entries],
                          "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
                          "sha256": [e.sha256 for e in entries]})

@@ -36,7 +36,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from .errors import ParameterError
-from .store import COMMITTED, ROOT_VARS, STRING_VARS, as_strings
+from .store import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
 from .targets import StoreBusy, StoreTarget, store_target
 
 __all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk"]
@@ -165,9 +165,7 @@ class StoreWriter:
         self._group = None
         g = self._open("a")
         for name in ("image", *ROOT_VARS):
-            is_str = name in STRING_VARS
-            g.create_array(name, shape=(0,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
-                           fill_value="" if is_str else 0, dimension_names=("image",))
+            _root_array(g, name, 0)
         layers = g.require_group("layers")
         for name, (c, h, w) in shapes.items():
             lg = layers.require_group(name)
@@ -186,7 +184,8 @@ class StoreWriter:
 
     # -- state ------------------------------------------------------------------------------
     def _root_arrays(self) -> dict[str, zarr.Array]:
-        return {n: self.group[n] for n in ("image", *ROOT_VARS)}
+        g = self.group
+        return {n: g[n] for n in ("image", *ROOT_VARS) if n in g}  # no ``set`` before sets existed
 
     def _feature_arrays(self) -> dict[str, zarr.Array]:
         return {n: self.group[f"layers/{n}/features"] for n in self.attrs["layers"]}
@@ -210,10 +209,13 @@ class StoreWriter:
         return n
 
     def stored(self) -> pd.DataFrame:
-        """Committed image ids, domains and hashes."""
+        """Committed image ids, domains, sets, hashes, pairs and paths, in store order (``set`` as
+        :func:`~fakesegment_nb.store.image_table` reads it)."""
         n = self.committed()
         g = self.group
-        return pd.DataFrame({k: as_strings(g[k][:n]) for k in ("image", "domain", "sha256", "pair")})
+        df = pd.DataFrame({k: as_strings(g[k][:n]) for k in ("image", "domain", "sha256", "pair", "path")})
+        df["set"] = set_column(df["domain"].to_numpy(), g["set"][:n] if "set" in g else None)
+        return df
 
     # -- appending --------------------------------------------------------------------------
     def reserve(self, n_new: int) -> int:
@@ -237,7 +239,14 @@ class StoreWriter:
                        consolidated=False, zarr_format=3, write_empty_chunks=True)
 
     def commit(self, rows: pd.DataFrame) -> None:
-        """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored."""
+        """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored.
+
+        Rows without a ``set`` column get the legacy set name for synthetic images and ``""``
+        for real ones.
+        """
+        rows = rows.assign(set=set_column(rows["domain"].to_numpy(),
+                                          rows["set"].to_numpy() if "set" in rows else None))
+        self._add_set_variable()
         n = self.committed() + len(rows)
         ds = xr.Dataset({k: ("image", _column(rows, k)) for k in ROOT_VARS},
                         coords={"image": _column(rows, "image")},
@@ -247,6 +256,17 @@ class StoreWriter:
         self._attrs = {**self.attrs, COMMITTED: n}
         self._open("r+").attrs.put(self._attrs)
         self._consolidate()
+
+    def _add_set_variable(self) -> None:
+        """Give a store from before sets its ``set`` variable (written before any row is appended:
+        an interrupted write leaves ``""``, which reads as the legacy set name for synthetic rows)."""
+        g = self.group
+        if "set" in g:
+            return
+        n = self.committed()
+        arr = _root_array(g, "set", n)
+        if n:
+            arr[:] = set_column(as_strings(g["domain"][:n]))
 
     def drop_stale_maps(self) -> list[str]:
         """Delete ``maps/<method>`` groups computed before images were added; return their names."""
@@ -275,6 +295,12 @@ class StoreWriter:
         """Refresh the consolidated copy of the metadata (after the change it follows)."""
         consolidate(self.target.zarr_store)
         self._group = None  # its cached attributes and shapes are stale
+
+
+def _root_array(g: zarr.Group, name: str, n: int) -> zarr.Array:
+    is_str = name in STRING_VARS
+    return g.create_array(name, shape=(n,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
+                          fill_value="" if is_str else 0, dimension_names=("image",))
 
 
 def _column(rows: pd.DataFrame, k: str) -> np.ndarray:

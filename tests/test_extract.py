@@ -186,7 +186,8 @@ def test_feature_map_helpers(fast_store):
     with pytest.raises(FakesegmentError, match="no layer"):
         fs.feature_layer(tree, "conv4_3")
     table = fs.image_table(fast_store)
-    assert list(table.columns) == ["domain", "path", "pair", "height", "width", "sha256"]
+    assert list(table.columns) == ["domain", "set", "path", "pair", "height", "width", "sha256"]
+    assert list(table["set"]) == [""] * 4 + ["synthetic"] * 4
     assert (table["height"] == 128).all()
 
 
