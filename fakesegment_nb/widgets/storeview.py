@@ -15,10 +15,15 @@ import xarray as xr
 
 from ..errors import FakesegmentError, ImageError
 from ..images import load_rgb
+from ..resample import display_shape, resize_map
 from ..store import image_table, layer_names, open_store
 from .markup import banner_html, header_html, note_html
 
-__all__ = ["StoreView", "LRU", "layer_list", "store_header"]
+__all__ = ["StoreView", "LRU", "METHOD_ORDER", "layer_list", "store_header"]
+
+# the order maps are shown in: where an image looks rendered, then its unusual details, then
+# what differs from its real twin; methods unknown here follow, by name
+METHOD_ORDER = ("domain", "reference", "paired")
 
 
 class LRU(OrderedDict):
@@ -72,6 +77,7 @@ class StoreView:
         self.input_size = (int(size[0]), int(size[1]))
         self.domains = [d for d in ("real", "synthetic") if (self.table["domain"] == d).any()]
         self._rgb = LRU(48)
+        self._picture = LRU(48)
         self._fmap = LRU(512)
         self._maps = LRU(64)
         self._vectors = LRU(8)
@@ -124,6 +130,36 @@ class StoreView:
         return f"this store holds only {have} images; add {need} images with `fakesegment extract`"
 
     # -- pixels -----------------------------------------------------------------------------
+    def original_size(self, image: str) -> tuple[int, int]:
+        """The image's own ``(height, width)`` (the root's ``height``, ``width``); the input size
+        for a store that does not record it."""
+        try:
+            h, w = int(self.table.at[image, "height"]), int(self.table.at[image, "width"])
+        except (KeyError, TypeError, ValueError):
+            return self.input_size
+        return (h, w) if h > 1 and w > 1 else self.input_size
+
+    def display_shape(self, image: str) -> tuple[int, int]:
+        """The ``(height, width)`` the widgets draw ``image`` at: its own aspect ratio, the longer
+        side as long as the network input's longer side (the maps' own resolution)."""
+        return display_shape(self.original_size(image), max(self.input_size))
+
+    def picture(self, image: str) -> np.ndarray | None:
+        """The source image at :meth:`display_shape` (its own aspect ratio), or None when the file
+        cannot be read."""
+
+        def make():
+            try:
+                arr = load_rgb(self.table.at[image, "path"])
+            except ImageError:
+                return None
+            from PIL import Image
+
+            h, w = self.display_shape(image)
+            return np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+
+        return self._picture.get_or(image, make)
+
     def rgb(self, image: str) -> np.ndarray | None:
         """The source image resized to the network input size (how the network saw it)."""
 
@@ -163,9 +199,12 @@ class StoreView:
 
     # -- maps -------------------------------------------------------------------------------
     def methods(self) -> list[str]:
+        """The map methods the store holds, in :data:`METHOD_ORDER` (others after, by name)."""
         if "maps" not in self.tree.children:
             return []
-        return sorted(m for m, node in self.tree["maps"].children.items() if "score" in node.ds)
+        have = [m for m, node in self.tree["maps"].children.items() if "score" in node.ds]
+        rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+        return sorted(have, key=lambda m: (rank.get(m, len(rank)), m))
 
     def score(self, method: str, image: str) -> np.ndarray:
         def make():
@@ -183,6 +222,21 @@ class StoreView:
             return np.asarray(node["mask"].isel(image=self.table.index.get_loc(image)).values, dtype=bool)
 
         return self._maps.get_or((method, "mask", image), make)
+
+    def display_score(self, method: str, image: str) -> np.ndarray:
+        """The image's ``method`` score resized onto the image at :meth:`display_shape`
+        (:func:`fakesegment_nb.resample.resize_map`)."""
+        return self._maps.get_or((method, "display", image),
+                                 lambda: resize_map(self.score(method, image), self.display_shape(image)))
+
+    def display_mask(self, method: str, image: str, threshold: float | None = None) -> np.ndarray | None:
+        """The mask at :meth:`display_shape`: the resized score above ``threshold`` (default the
+        calibrated one); the stored mask resized (nearest) when the store has no threshold."""
+        thr = self.threshold(method, image) if threshold is None else threshold
+        if thr is not None:
+            return np.nan_to_num(self.display_score(method, image), nan=-np.inf) > thr
+        m = self.mask(method, image)
+        return None if m is None else resize_map(m, self.display_shape(image))
 
     def threshold(self, method: str, image: str | None = None) -> float | None:
         """The calibrated mask threshold the maps step recorded: per image (a ``threshold``
