@@ -105,8 +105,11 @@ def test_explorer_maps_alpha_and_threshold(view):
 
 def test_explorer_shows_each_image_at_its_own_shape(view):
     ex = Explorer(view, image="synthetic/scene_001.png", method="reference")
+    ex.show_drivers()
+    assert "Layers driving the reference score" in ex.drivers.value
     ex.region_x.value, ex.region_y.value = (32, 64), (32, 64)  # the middle quarter of a 128 x 128 image
     ex.image.value = UNPAIRED  # 256 x 128
+    assert "another image" in ex.drivers.value  # the drivers shown were the other image's
     assert (ex.region_x.max, ex.region_y.max) == (256, 128)
     assert ex.region_x.value == (64, 128) and ex.region_y.value == (32, 64)  # the same place in the image
     assert ex.input_box == (75, 150, 75, 150)
@@ -244,6 +247,12 @@ def test_gallery_cards_show_every_map_with_its_share(view):
         assert rgb.shape[:2] == (150, 300) and np.all(rgb == EDGE, axis=2).any()
     fig = g.figure()
     assert sum(bool(ax.images) for ax in fig.axes) == 4 * 3
+    shares = g.share_table()
+    assert list(shares.index) == g.shown and list(shares.columns) == [
+        "looks rendered here (domain)", "unusual details here (reference)", "differs from its real twin here (paired)"]
+    assert shares.loc[UNPAIRED, "looks rendered here (domain)"] == areas["domain"]
+    assert np.isnan(shares.loc[UNPAIRED, "differs from its real twin here (paired)"])
+    assert "looks rendered here (domain)" in g.static_html()
 
 
 def test_gallery_sorts_by_realism_score(view):

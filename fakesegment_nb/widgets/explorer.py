@@ -160,6 +160,8 @@ class Explorer(W.VBox):
         if self._hold:
             return
         self._rescale_region(change.get("old"), change["new"])
+        if self.drivers.value:  # they were another image's
+            self.drivers.value = note_html('another image: press "Which layers/channels drive it?" for this one')
         if self.view.methods():
             self._init_method()  # each image has its own calibrated threshold and score range
         self._redraw(main=True, maps=True, pair=True)

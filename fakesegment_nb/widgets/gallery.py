@@ -137,12 +137,13 @@ class Gallery(W.VBox):
             t = self.view.map_summary(m)
             line = area_words(m, t.at[image, "area"]) if image in t.index else not_scored(self.view, m, image)
             head = f"<b>{esc(map_question(m))}</b><br>{esc(line)}"
-            thumbs.append(W.VBox([W.HTML(f"<div style='font-size:11px;width:{THUMB}px;min-height:44px'>{head}</div>"),
+            thumbs.append(W.VBox([W.HTML(f"<div style='font-size:11px;line-height:1.3;width:{THUMB}px;min-height:58px'>"
+                                         f"{head}</div>"),
                                   W.Image(value=png(p.rgb), format="png",
                                           layout=W.Layout(width=f"{THUMB}px", height="auto", max_height=f"{THUMB}px",
                                                           object_fit="contain"))],
                                  layout=W.Layout(margin="0 8px 0 0")))
-        cap = W.HTML("<div style='font-size:11px;overflow-wrap:anywhere'>"
+        cap = W.HTML("<div style='font-size:11px;line-height:1.3;overflow-wrap:anywhere'>"
                      + esc(self._caption(image, row)).replace("\n", "<br>") + "</div>")
         btn = W.Button(description="open in Explorer", layout=W.Layout(width=f"{THUMB}px"))
         btn.on_click(lambda b, im=image: self.open_image(im))
@@ -160,6 +161,17 @@ class Gallery(W.VBox):
             ex.image.value = image
         self.explorer_box.children = [self.explorer]
         return self.explorer
+
+    def share_table(self):
+        """The shown images (rows, in order) by map (columns titled by their questions): the share
+        of the image inside the map's mask; NaN where the map does not score the image."""
+        import pandas as pd
+
+        cols = {}
+        for m in self.view.methods():
+            t = self.view.map_summary(m)["area"]
+            cols[f"{map_question(m)} ({m})"] = t.reindex(self.shown).to_numpy(dtype=float)
+        return pd.DataFrame(cols, index=pd.Index(self.shown, name="image"))
 
     # -- static ---------------------------------------------------------------------------
     def figure(self):
@@ -180,7 +192,9 @@ class Gallery(W.VBox):
         head = banner_html(v.attrs) + header_html(v, "Gallery") + "<br>"
         if self._unavailable():
             return head + note_html(self._unavailable())
-        return head + figure_html(self.figure(), "gallery of synthetic images")
+        shares = self.share_table().map(lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.1f}%")
+        return (head + figure_html(self.figure(), "gallery of synthetic images")
+                + "<p><b>Share of each image inside each map's mask</b></p>" + shares.to_html(escape=True))
 
     def _repr_mimebundle_(self, **kwargs):
         return static_fallback(super()._repr_mimebundle_(**kwargs), self)
