@@ -123,9 +123,9 @@ class Gallery(W.VBox):
         """The image id, each map's share of the image, and the ranking figures."""
         shares = []
         for m in self.view.methods():
-            t = self.view.map_summary(m)
-            if image in t.index:
-                shares.append(area_words(m, t.at[image, "area"]).replace("of the image ", ""))
+            row_m = self.view.image_summary(m, image)
+            if row_m is not None:
+                shares.append(area_words(m, row_m["area"]).replace("of the image ", ""))
         area = "n/a" if np.isnan(row["area"]) else f"{100 * row['area']:.1f}%"
         realism = f" · realism {row['realism']:.3g}" if "realism" in row and np.isfinite(row["realism"]) else ""
         return (f"{image}\n" + (" · ".join(shares) + "\n" if shares else "")
@@ -134,8 +134,8 @@ class Gallery(W.VBox):
     def _card(self, image: str, row) -> W.VBox:
         thumbs = []
         for m, p in zip(self.view.methods(), self._panels(image)):
-            t = self.view.map_summary(m)
-            line = area_words(m, t.at[image, "area"]) if image in t.index else not_scored(self.view, m, image)
+            row = self.view.image_summary(m, image)
+            line = area_words(m, row["area"]) if row is not None else not_scored(self.view, m, image)
             head = f"<b>{esc(map_question(m))}</b><br>{esc(line)}"
             thumbs.append(W.VBox([W.HTML(f"<div style='font-size:11px;line-height:1.3;width:{THUMB}px;min-height:58px'>"
                                          f"{head}</div>"),
@@ -169,8 +169,8 @@ class Gallery(W.VBox):
 
         cols = {}
         for m in self.view.methods():
-            t = self.view.map_summary(m)["area"]
-            cols[f"{map_question(m)} ({m})"] = t.reindex(self.shown).to_numpy(dtype=float)
+            rows = [self.view.image_summary(m, im) for im in self.shown]
+            cols[f"{map_question(m)} ({m})"] = [np.nan if r is None else r["area"] for r in rows]
         return pd.DataFrame(cols, index=pd.Index(self.shown, name="image"))
 
     # -- static ---------------------------------------------------------------------------

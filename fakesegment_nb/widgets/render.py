@@ -18,7 +18,7 @@ import numpy as np
 
 from .markup import esc
 
-__all__ = ["ColorBar", "Panel", "EDGE", "lut", "colorize", "upsample", "blend", "overlay", "score_range", "heat_range",
+__all__ = ["ColorBar", "Panel", "EDGE", "lut", "colorize", "upsample", "blend", "heat_range",
            "outline", "heat_overlay", "draw_box", "png", "colorbar_html", "note_rgb", "panels_figure", "figure_png",
            "figure_html", "static_fallback"]
 
@@ -100,25 +100,6 @@ def blend(base: np.ndarray, top: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return (base * (1 - w) + top * w + 0.5).astype(np.uint8)
 
 
-def overlay(rgb: np.ndarray, score: np.ndarray, hit: np.ndarray, lo: float, hi: float,
-            alpha: float, cmap: str = "magma", log: bool = False) -> np.ndarray:
-    """``rgb`` with ``score`` colour-mapped (``lo``..``hi``) laid over it where ``hit``, at ``alpha``."""
-    colour = upsample(colorize(score, cmap, lo, hi, log), rgb.shape[:2])
-    return blend(rgb, colour, upsample(hit, rgb.shape[:2]) * float(alpha))
-
-
-def score_range(score: np.ndarray, threshold: float | None = None) -> tuple[float, float, bool]:
-    """Colour range for a heavy-tailed score map: from the threshold (or the minimum) to the
-    maximum, on a log scale when both ends are positive and an order of magnitude apart."""
-    f = score[np.isfinite(score)]
-    if f.size == 0:
-        return 0.0, 1.0, False
-    lo = float(threshold) if threshold is not None else float(f.min())
-    hi = float(f.max())
-    hi = hi if hi > lo else lo + max(abs(lo), 1.0) * 1e-3
-    return lo, hi, bool(lo > 0 and hi / lo >= 10)
-
-
 def heat_range(score: np.ndarray) -> tuple[float, float, bool]:
     """Colour range of a heat map drawn over a whole image: its 1st to 99th percentile (robust to
     a few extreme cells), on a log scale when both ends are positive and an order of magnitude
@@ -132,17 +113,13 @@ def heat_range(score: np.ndarray) -> tuple[float, float, bool]:
 
 
 def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
-    """The pixels of ``mask`` on its boundary, ``width`` pixels thick (scikit-image's
-    ``find_boundaries``, inner mode); the image border counts as outside, so a mask that
-    covers everything is outlined along the border."""
-    from scipy.ndimage import binary_dilation
-    from skimage.segmentation import find_boundaries
+    """The pixels of ``mask`` on its boundary, ``width`` pixels thick: the mask minus its binary
+    erosion (scipy); the image border counts as outside, so a mask that covers everything is
+    outlined along the border."""
+    from scipy.ndimage import binary_erosion
 
-    m = np.pad(np.asarray(mask, bool), 1)
-    edge = find_boundaries(m, mode="inner")
-    if width > 1:
-        edge = binary_dilation(edge, iterations=width - 1) & m
-    return edge[1:-1, 1:-1]
+    m = np.asarray(mask, bool)
+    return m & ~binary_erosion(m, iterations=width, border_value=0)
 
 
 def heat_overlay(rgb: np.ndarray, score: np.ndarray, mask: np.ndarray | None, lo: float, hi: float, alpha: float,

@@ -82,6 +82,7 @@ class StoreView:
         self._maps = LRU(64)
         self._vectors = LRU(8)
         self._summaries: dict = {}
+        self._image_summaries: dict = {}
         self._stats = None
 
     # -- store facts ------------------------------------------------------------------------
@@ -246,7 +247,9 @@ class StoreView:
         if "threshold" in node.ds.data_vars:
             if image is None:
                 return None
-            t = float(np.asarray(node["threshold"].isel(image=self.table.index.get_loc(image)).values))
+            every = self._maps.get_or((method, "threshold"),  # (image,): read once
+                                      lambda: np.asarray(node["threshold"].values, np.float64))
+            t = float(every[self.table.index.get_loc(image)])
             return t if np.isfinite(t) else None
         t = node.attrs.get("threshold")
         try:
@@ -257,21 +260,32 @@ class StoreView:
     def per_image_threshold(self, method: str) -> bool:
         return "threshold" in self.tree["maps"][method].ds.data_vars
 
-    def map_summary(self, method: str) -> pd.DataFrame:
-        """Per synthetic image: ``area`` (mask fraction), ``max`` and ``mean`` score."""
+    def image_summary(self, method: str, image: str) -> dict | None:
+        """``area`` (the mask's share of the image; NaN without a mask or threshold), ``max`` and
+        ``mean`` score of one image's ``method`` map; None where the map does not score it."""
 
         def make():
-            rows = []
-            for im in self.images("synthetic"):
-                s = self.score(method, im)
-                if not np.isfinite(s).any():
-                    continue
-                m = self.mask(method, im)
-                thr = self.threshold(method, im)
-                if m is None and thr is not None:
-                    m = np.nan_to_num(s, nan=-np.inf) > thr
-                rows.append({"image": im, "area": float(m.mean()) if m is not None else np.nan,
-                             "max": float(np.nanmax(s)), "mean": float(np.nanmean(s))})
+            s = self.score(method, image)
+            if not np.isfinite(s).any():
+                return None
+            m = self.mask(method, image)
+            thr = self.threshold(method, image)
+            if m is None and thr is not None:
+                m = np.nan_to_num(s, nan=-np.inf) > thr
+            return {"area": float(m.mean()) if m is not None else np.nan, "max": float(np.nanmax(s)),
+                    "mean": float(np.nanmean(s))}
+
+        key = (method, image)
+        if key not in self._image_summaries:  # three numbers an image: kept, not evicted
+            self._image_summaries[key] = make()
+        return self._image_summaries[key]
+
+    def map_summary(self, method: str) -> pd.DataFrame:
+        """Per synthetic image the map scores: ``area`` (mask fraction), ``max`` and ``mean`` score."""
+
+        def make():
+            rows = [{"image": im, **row} for im in self.images("synthetic")
+                    if (row := self.image_summary(method, im)) is not None]
             return pd.DataFrame(rows, columns=["image", "area", "max", "mean"]).set_index("image")
 
         if method not in self._summaries:
