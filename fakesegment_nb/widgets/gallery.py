@@ -134,8 +134,8 @@ class Gallery(W.VBox):
     def _card(self, image: str, row) -> W.VBox:
         thumbs = []
         for m, p in zip(self.view.methods(), self._panels(image)):
-            row = self.view.image_summary(m, image)
-            line = area_words(m, row["area"]) if row is not None else not_scored(self.view, m, image)
+            summary = self.view.image_summary(m, image)
+            line = area_words(m, summary["area"]) if summary is not None else not_scored(self.view, m, image)
             head = f"<b>{esc(map_question(m))}</b><br>{esc(line)}"
             thumbs.append(W.VBox([W.HTML(f"<div style='font-size:11px;line-height:1.3;width:{THUMB}px;min-height:58px'>"
                                          f"{head}</div>"),
