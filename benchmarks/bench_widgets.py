@@ -92,7 +92,7 @@ def bench_widgets(store: Path, repeats: int) -> dict:
     t = time.perf_counter()
     g = Gallery(view, k=8)
     res["gallery_open_s"] = time.perf_counter() - t
-    g_actions = {"gallery.sort": lambda i: set_(g.sort, ["max score", "mean score", "unrealistic area"][i % 3]),
+    g_actions = {"gallery.sort": lambda i: set_(g.sort, g.sort.options[(i + 1) % 3]),
                  "gallery.filter": lambda i: set_(g.filter, ["scene_00", "scene_01", ""][i % 3])}
     for name, act in g_actions.items():
         first[name] = timed(act, 1)[0]

@@ -92,9 +92,10 @@ def _maps(args) -> int:
 def _evaluate(args) -> int:
     from .evaluate import evaluate, format_table, write_json
 
-    ev = evaluate(args.store, args.masks)
+    ev = evaluate(args.store, args.masks, resolution=args.resolution)
     for note in ev.notes:
         print(f"fakesegment: note: {note}", file=sys.stderr)
+    print(f"scored at {args.resolution} resolution")
     print(format_table(ev))
     write_json(ev, args.json)
     print(f"written {args.json}")
@@ -181,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--store", required=True, help="feature store with maps")
     ev.add_argument("--masks", required=True, help="folder of PNG masks named like the synthetic images")
     ev.add_argument("--json", required=True, help="output JSON file")
+    ev.add_argument("--resolution", choices=["input", "original"], default="input",
+                    help="where to score: input (default; the network input, where the maps are: masks resized "
+                         "to it) or original (each mask's own size, the original image's: maps resized onto it)")
     ev.set_defaults(func=_evaluate)
 
     r = sub.add_parser("report", help="run the report notebook (fakesegment_nb/report.ipynb) on a store and render a self-contained HTML file")

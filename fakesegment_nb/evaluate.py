@@ -1,16 +1,27 @@
 """Evaluating unrealistic-detail maps against ground-truth masks (DESIGN.md section 6).
 
-Everything is compared at the network input resolution (root attribute ``input_size``): the
-stored maps already are; ground-truth masks (PNG, non-zero = unrealistic, named like the
-synthetic image) are resized there with nearest-neighbour sampling, after being resized to the
-image's own size first when they have another size (reported in ``notes``).
+Ground-truth masks are PNGs (non-zero = unrealistic) named like the synthetic images. Two
+resolutions (``resolution``):
+
+``"input"`` (default)  the network input resolution (root attribute ``input_size``), where the
+    stored maps are: each mask is resized there with nearest-neighbour sampling, after being
+    resized to its image's own size first when it has another size (reported in ``notes``).
+    A 2:1 render is squashed into a square input, and so is its mask.
+``"original"``  each mask's own resolution (the original image's: a mask of another size than its
+    image is noted and used as it is): every map is resized onto the mask's grid, bilinear with
+    scikit-image (:func:`fakesegment_nb.resample.resize_map`), and its calibrated threshold
+    applied there. The pixel baselines are computed as at ``"input"`` and resized the same way,
+    so methods and baselines go through the same resampling. Masks are held in memory as bool
+    at their own size.
 
 Metrics, per method and per baseline, over the synthetic images that have a mask with at least
 one unrealistic and one realistic pixel:
 
 ``auroc``     pixel AUROC of the score per image (Mann-Whitney, ties counted half), mean over images;
 ``ap``        average precision per image (step-wise, as scikit-learn's), mean over images;
-``ap_pooled`` average precision over the pixels of all images together;
+``ap_pooled`` average precision over the pixels of all images together (over every ``k``-th pixel
+              of each image when all images hold more than :data:`POOLED_PIXELS`, ``k`` the
+              smallest stride that keeps within it; said in ``notes``);
 ``iou``       IoU of the calibrated mask, pooled (sum of intersections / sum of unions);
 ``iou_mean``  IoU of the calibrated mask per image, mean over images.
 
@@ -33,14 +44,24 @@ import pandas as pd
 from PIL import Image
 
 from .calibration import DEFAULT_FPR, calibrate_z, per_image_thresholds, shift_cells
-from .errors import FakesegmentError
+from .errors import FakesegmentError, ParameterError
 from .maps import as_tree, image_pairs, input_size, read_maps, stored_methods
+from .resample import resize_map
 from .store import image_table
 
-__all__ = ["BASELINES", "Evaluation", "auroc", "average_precision", "baseline_maps", "evaluate", "format_table", "iou",
-           "load_masks", "mask_path", "score_images", "write_json"]
+__all__ = ["BASELINES", "POOLED_PIXELS", "RESOLUTIONS", "Evaluation", "auroc", "average_precision", "baseline_maps",
+           "evaluate", "format_table", "iou", "load_masks", "mask_path", "score_images", "write_json"]
 
 BASELINES = ("pixel_absdiff", "pixel_1-ssim")
+RESOLUTIONS = {"input": "the network input resolution (masks resized to the stored maps)",
+               "original": "each mask's own resolution, the original image's (maps resized onto it)"}
+# ``ap_pooled`` sorts every pixel of every image at once: beyond this many, every k-th pixel
+POOLED_PIXELS = 100_000_000
+
+
+def _check_resolution(resolution: str) -> None:
+    if resolution not in RESOLUTIONS:
+        raise ParameterError("resolution", f"must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,15 +142,17 @@ def mask_path(masks_dir: str | Path, image_id: str) -> Path | None:
     return None
 
 
-def load_masks(store, masks_dir: str | Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Ground-truth masks of the store's synthetic images at the network input size.
+def load_masks(store, masks_dir: str | Path, resolution: str = "input") -> tuple[dict[str, np.ndarray], list[str]]:
+    """Ground-truth masks of the store's synthetic images at the network input size
+    (``resolution="input"``) or at their own size (``"original"``).
 
     Returns
     -------
     ``({image id: bool (H, W)}, notes)``: missing and unreadable masks are reported in the
-    notes and skipped; masks of another size than their image are resized (nearest) and
-    reported.
+    notes and skipped; masks of another size than their image are reported, and at ``"input"``
+    resized (nearest) to the image's size first.
     """
+    _check_resolution(resolution)
     tree = as_tree(store)
     table = image_table(tree)
     size = input_size(tree)
@@ -151,14 +174,19 @@ def load_masks(store, masks_dir: str | Path) -> tuple[dict[str, np.ndarray], lis
         hw = (int(row["height"]), int(row["width"]))
         if m.shape != hw:
             resized.append(f"{p.name} {m.shape[1]}x{m.shape[0]} -> {hw[1]}x{hw[0]}")
-            m = _resize_nearest(m, hw)
-        out[img] = _resize_nearest(m, size)
+            if resolution == "input":
+                m = _resize_nearest(m, hw)
+        out[img] = _resize_nearest(m, size) if resolution == "input" else m
     if missing:
         notes.append(f"{len(missing)} synthetic image(s) have no mask in {masks_dir} and were skipped: "
                      + ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else ""))
-    if resized:
+    if resized and resolution == "input":
         notes.append(f"{len(resized)} mask(s) had another size than their image and were resized "
                      "(nearest neighbour): " + ", ".join(resized[:5]) + (" ..." if len(resized) > 5 else ""))
+    elif resized:
+        notes.append(f"{len(resized)} mask(s) have another size than their image; the maps are scored at the "
+                     "mask's size: " + ", ".join(s.replace("->", "vs image") for s in resized[:5])
+                     + (" ..." if len(resized) > 5 else ""))
     if not out:
         raise FakesegmentError(f"no mask in {masks_dir} matches a synthetic image of the store "
                                "(masks are PNGs named like the synthetic image)")
@@ -241,14 +269,18 @@ class Evaluation:
     ----------
     table : one row per method / baseline: ``kind`` ("method" or "baseline"), ``auroc``,
         ``ap``, ``ap_pooled``, ``iou``, ``iou_mean``, ``images`` (images with both classes).
-    per_image : one row per (name, image): ``auroc``, ``ap``, ``iou``.
+    per_image : one row per (name, image): ``auroc``, ``ap``, ``iou``, and ``height``, ``width``
+        of the grid it was scored on.
     notes : what was skipped or resized.
+    fpr : the false-positive rate the masks were calibrated at.
+    resolution : "input" or "original" (see the module docstring).
     """
 
     table: pd.DataFrame
     per_image: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     fpr: float = DEFAULT_FPR
+    resolution: str = "input"
 
     def to_dict(self) -> dict:
         """JSON-able: ``{"methods": {...}, "baselines": {...}, "notes": [...], ...}``."""
@@ -258,7 +290,8 @@ class Evaluation:
                            for k, v in r.items()} for name, r in t.to_dict("index").items()}
 
         return {"methods": rows("method"), "baselines": rows("baseline"), "notes": list(self.notes),
-                "fpr": self.fpr, "resolution": "network input",
+                "fpr": self.fpr, "resolution": self.resolution,
+                "resolution_description": RESOLUTIONS.get(self.resolution, self.resolution),
                 "metrics": {"auroc": "pixel AUROC per image, mean over images",
                             "ap": "average precision per image, mean over images",
                             "ap_pooled": "average precision over all pixels",
@@ -267,11 +300,13 @@ class Evaluation:
 
 
 def score_images(name: str, maps: dict[str, np.ndarray], truth: dict[str, np.ndarray],
-                 threshold: float | dict[str, float]) -> tuple[dict, list[dict]]:
+                 threshold: float | dict[str, float], pooled_stride: int = 1) -> tuple[dict, list[dict]]:
     """Metrics of one family of score maps against ground truth (see the module docstring).
 
     ``threshold``: one for all images, or one per image id; the calibrated mask is
-    ``score > threshold``.
+    ``score > threshold``. A map of another shape than its ground truth is resized onto it
+    (:func:`fakesegment_nb.resample.resize_map`) first. ``pooled_stride``: ``ap_pooled`` over
+    every that-many-th pixel of each image.
     """
     per_thr = threshold if isinstance(threshold, dict) else None
     per, pooled_s, pooled_y = [], [], []
@@ -280,15 +315,17 @@ def score_images(name: str, maps: dict[str, np.ndarray], truth: dict[str, np.nda
         s = maps.get(img)
         if s is None or not np.isfinite(s).any():
             continue
+        s = resize_map(s, t.shape)
         thr = per_thr.get(img, np.nan) if per_thr is not None else threshold
         pred = np.nan_to_num(s, nan=-np.inf) > (thr if np.isfinite(thr) else np.inf)
         inter += int(np.logical_and(pred, t).sum())
         union += int(np.logical_or(pred, t).sum())
         has_both = 0 < t.sum() < t.size
         per.append({"name": name, "image": img, "auroc": auroc(s, t) if has_both else np.nan,
-                    "ap": average_precision(s, t) if has_both else np.nan, "iou": iou(pred, t)})
-        pooled_s.append(s.ravel())
-        pooled_y.append(t.ravel())
+                    "ap": average_precision(s, t) if has_both else np.nan, "iou": iou(pred, t),
+                    "height": t.shape[0], "width": t.shape[1]})
+        pooled_s.append(np.asarray(s, np.float32).ravel()[::pooled_stride])
+        pooled_y.append(t.ravel()[::pooled_stride])
     df = pd.DataFrame(per)
     if df.empty:
         return {"auroc": np.nan, "ap": np.nan, "ap_pooled": np.nan, "iou": np.nan, "iou_mean": np.nan,
@@ -300,7 +337,7 @@ def score_images(name: str, maps: dict[str, np.ndarray], truth: dict[str, np.nda
 
 
 def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, baselines: bool = True,
-             fpr: float | None = None) -> Evaluation:
+             fpr: float | None = None, resolution: str = "input") -> Evaluation:
     """Score the stored maps (and the pixel baselines) against ground-truth masks.
 
     Parameters
@@ -310,6 +347,8 @@ def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, bas
     methods : stored methods to evaluate (default: all stored).
     baselines : also compute the pixel |difference| and 1 - SSIM baselines (paired images).
     fpr : false-positive rate for the baselines' thresholds (default: the paired maps' own).
+    resolution : "input" (the network input, where the maps are) or "original" (each mask's own
+        size, the original image's: maps resized onto it); see the module docstring.
 
     Returns
     -------
@@ -320,12 +359,18 @@ def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, bas
     FakesegmentError
         The store has no maps, or no mask matches a synthetic image.
     """
+    _check_resolution(resolution)
     tree = as_tree(store)
     have = stored_methods(tree)
     if not have:
         raise FakesegmentError("the store has no maps to evaluate; run `fakesegment maps --store ...` first")
     methods = methods or have
-    truth, notes = load_masks(tree, masks_dir)
+    truth, notes = load_masks(tree, masks_dir, resolution)
+    total = sum(t.size for t in truth.values())
+    stride = -(-total // POOLED_PIXELS)
+    if stride > 1:
+        notes.append(f"ap_pooled over one pixel in {stride} of each image: the {len(truth)} masks hold {total} "
+                     f"pixels, more than the {POOLED_PIXELS} sorted at once")
     rows, per = [], []
     fprs = []
     for m in methods:
@@ -336,7 +381,7 @@ def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, bas
         score = np.asarray(ds["score"].variable[[pos[i] for i in sel]].values, np.float32) if sel else []
         maps = dict(zip(sel, score))
         thr = np.asarray(ds["threshold"].values, np.float64)
-        summary, p = score_images(m, maps, truth, {i: float(thr[pos[i]]) for i in sel})
+        summary, p = score_images(m, maps, truth, {i: float(thr[pos[i]]) for i in sel}, stride)
         fprs.append(float(ds.attrs.get("fpr", DEFAULT_FPR)))
         rows.append({"name": m, "kind": "method", **summary})
         per.extend(p)
@@ -348,11 +393,11 @@ def evaluate(store, masks_dir: str | Path, methods: list[str] | None = None, bas
             notes.append("no paired synthetic image with a mask: pixel baselines not computed")
         else:
             for b in BASELINES:
-                summary, p = score_images(b, bmaps[b], truth, thr[b])
+                summary, p = score_images(b, bmaps[b], truth, thr[b], stride)
                 rows.append({"name": b, "kind": "baseline", **summary})
                 per.extend(p)
     table = pd.DataFrame(rows).set_index("name")
-    return Evaluation(table, pd.DataFrame(per), notes, fprs[0] if fprs else DEFAULT_FPR)
+    return Evaluation(table, pd.DataFrame(per), notes, fprs[0] if fprs else DEFAULT_FPR, resolution)
 
 
 def format_table(ev: Evaluation) -> str:

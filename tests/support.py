@@ -10,9 +10,9 @@ What is here:
 - photos from scikit-image and their synthetic twins: :func:`photo`, :func:`degrade`,
   :func:`make_pair_dirs`, :func:`pair_dirs` (4+4 PNGs) and :func:`fast_store` (extracted with the
   fast model);
-- the notebook store (:func:`tiny_store`): 3 probe pairs plus one unpaired synthetic image,
-  SSD300-VGG16 with random weights, statistics and maps -- for the notebook, widget and browser
-  tests;
+- the notebook store (:func:`tiny_store`): 3 probe pairs plus one unpaired synthetic image of
+  another shape (2:1), SSD300-VGG16 with random weights, statistics and maps -- for the notebook,
+  widget, browser and evaluate-at-original-resolution tests;
 - probes with maps for the maps/evaluate tests: :func:`small_probe` (SSD300, random weights),
   :func:`lite0_probe` (efficientnet_lite0, ImageNet weights), :func:`unpaired_store`;
 - stores for the statistics, SSIM and loss tests: :func:`build_store` (exactly given features),
@@ -170,25 +170,57 @@ def fast_store() -> Path:
 
 @once
 def tiny_store() -> Path:
-    """3 probe pairs at 128 px plus :data:`UNPAIRED`, SSD300-VGG16 (random weights) on
-    :data:`TINY_LAYERS`, with statistics and maps of both methods."""
+    """3 probe pairs at 128 px plus :data:`UNPAIRED` (256 x 128, a 2:1 image: its original shape
+    is not the network input's), SSD300-VGG16 (random weights) on :data:`TINY_LAYERS`, with
+    statistics and the maps of every method (``domain`` from :func:`stand_in_domain_maps` when
+    the maps step does not make it). The probe with its ``masks/`` (one for :data:`UNPAIRED`
+    too) is ``tiny_store().parent / "probe"``."""
     from fakesegment_nb.extract import extract
-    from fakesegment_nb.maps import compute_maps
+    from fakesegment_nb.maps import compute_maps, stored_methods
     from fakesegment_nb.probe import make_probe
     from fakesegment_nb.stats import write_stats
 
     root = folder("tiny")
     probe = root / "probe"
     make_probe(probe, n=3, seed=0, size=128)
-    # one synthetic image without a real twin (its content differs from every other image)
-    a = np.asarray(Image.open(probe / "synthetic" / "scene_000.png").convert("RGB"))[:, ::-1]
-    Image.fromarray(np.ascontiguousarray(a)).save(probe / "synthetic" / Path(UNPAIRED).name)
+    # one synthetic image without a real twin (its content differs from every other image), 2:1
+    for sub, mode in (("synthetic", Image.BILINEAR), ("masks", Image.NEAREST)):
+        with Image.open(probe / sub / "scene_000.png") as im:
+            im.transpose(Image.FLIP_LEFT_RIGHT).resize((256, 128), mode).save(probe / sub / Path(UNPAIRED).name)
     store = root / "store.zarr"
     extract(probe / "real", probe / "synthetic", store, model="ssd300_vgg16", weights="random:0",
             layers=TINY_LAYERS, batch_size=7, progress=False)
     write_stats(store)
     compute_maps(store, "all")
+    if "domain" not in stored_methods(store):
+        stand_in_domain_maps(store)
     return store
+
+
+def stand_in_domain_maps(store: Path) -> None:
+    """TEST DATA ONLY: a ``maps/domain`` group laid out as ``maps/group.py`` lays out every
+    method's group (``score`` at input resolution, ``mask``, per-image ``threshold``), written
+    with ``write_maps``, for presentation tests on a store whose maps step does not make the
+    ``domain`` map (yet, or not for so few images). Its score is not the domain method: the
+    stored reference score smoothed, plus one for synthetic images, so that their masks cover
+    most of each image (the case the overlays must keep readable); the threshold is calibrated
+    on the real images' scores at 5% false positives, as the maps calibrate theirs."""
+    from scipy.ndimage import gaussian_filter
+
+    from fakesegment_nb import open_store
+    from fakesegment_nb.calibration import calibrate
+    from fakesegment_nb.maps import Maps, read_maps, write_maps
+    from fakesegment_nb.maps.group import build_dataset
+
+    tree = open_store(store, chunks=None)
+    ref = np.nan_to_num(np.asarray(read_maps(tree, "reference")["score"].values, np.float64), nan=0.0)
+    synthetic = np.array([str(d) == "synthetic" for d in tree["domain"].values.tolist()])
+    score = np.log1p(gaussian_filter(ref, sigma=(0, 12, 12))) + synthetic[:, None, None]
+    thr = calibrate(score[~synthetic], 0.05)
+    n = score.shape[0]
+    ds = build_dataset(tree, "domain", np.arange(n), score.astype(np.float32), {}, {}, score.shape[1:], thr, 0.05,
+                       "stand-in for tests", {"stand_in": True}, n)
+    write_maps(store, Maps("domain", ds))
 
 
 def store_without_maps(dest: Path) -> Path:

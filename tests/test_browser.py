@@ -1,5 +1,6 @@
 """End to end in a real browser: JupyterLab on 127.0.0.1 with a token, 03_unrealistic_details.ipynb
-opened in headless Chromium through Playwright, run, the Explorer's layer changed.
+opened in headless Chromium through Playwright, run, the Explorer's layer changed, a 2:1 image
+chosen (drawn 2:1, every map beside it), and a Gallery card opened in its own Explorer.
 
 Needs Debian's Chromium at /usr/bin/chromium (``make browser`` installs it; override with
 FAKESEGMENT_CHROMIUM). Screenshots go to data_cache/screenshots/.
@@ -21,7 +22,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from support import NOTEBOOKS, REPO, tiny_store
+from support import NOTEBOOKS, REPO, UNPAIRED, tiny_store
 
 CHROMIUM = os.environ.get("FAKESEGMENT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -32,6 +33,11 @@ EXPLORER = ".fakesegment-explorer"
 MAP_IMG = f"{EXPLORER} .fakesegment-explorer-map img"
 MAP_TITLE = f"{EXPLORER} .fakesegment-explorer-map .widget-html-content"
 LAYER_SELECT = f"{EXPLORER} .widget-dropdown:has(label:text-is('layer')) select"
+IMAGE_SELECT = f"{EXPLORER} .widget-dropdown:has(label:text-is('image')) select"
+IMAGE_IMG = f"{EXPLORER} .fakesegment-explorer-image img"
+OVERLAYS = f"{EXPLORER} .fakesegment-explorer-overlay"
+GALLERY = ".fakesegment-gallery"
+QUESTIONS = ("looks rendered here", "unusual details here", "differs from its real twin here")
 
 # JupyterLab settings: no news/update prompts, every cell kept in the DOM
 SETTINGS = {
@@ -148,6 +154,33 @@ def test_explorer_in_jupyterlab(lab):
             after_png = img.screenshot()
             assert after_png != before_png, "the displayed feature map did not change"
             explorer.screenshot(path=str(SHOTS / "browser_explorer_conv8_2.png"))
+
+            # every map beside the image, titled by its question
+            titles = [page.locator(OVERLAYS).nth(i).locator(".widget-html-content").first.inner_text()
+                      for i in range(page.locator(OVERLAYS).count())]
+            assert [any(q in t for t in titles) for q in QUESTIONS] == [True] * 3, titles
+            # a 2:1 image is drawn 2:1 (the network saw it squashed into 300 x 300)
+            before_src = page.locator(IMAGE_IMG).first.get_attribute("src")
+            page.locator(IMAGE_SELECT).first.select_option(UNPAIRED)
+            page.wait_for_function("([s, old]) => { const i = document.querySelector(s);"
+                                   " return i && i.src !== old && i.naturalWidth > 0; }",
+                                   arg=[IMAGE_IMG, before_src], timeout=30_000)
+            size = page.locator(IMAGE_IMG).first.evaluate("i => [i.naturalWidth, i.naturalHeight, i.clientWidth,"
+                                                          " i.clientHeight]")
+            assert size[:2] == [300, 150] and abs(size[2] / size[3] - 2) < 0.05, size
+            page.wait_for_timeout(300)
+            assert "not in the store" in page.locator(OVERLAYS).nth(2).inner_text()
+            explorer.screenshot(path=str(SHOTS / "browser_explorer_2to1.png"))
+
+            # the Gallery: each card shows every map with its share; its button opens an Explorer
+            gallery = page.locator(GALLERY)
+            gallery.scroll_into_view_if_needed()
+            text = gallery.inner_text()
+            assert all(q in text for q in QUESTIONS) and "% of the image looks rendered" in text
+            assert page.locator(EXPLORER).count() == 1
+            gallery.locator("button", has_text="open in Explorer").first.click()
+            page.wait_for_function("s => document.querySelectorAll(s).length === 2", arg=EXPLORER, timeout=30_000)
+            gallery.screenshot(path=str(SHOTS / "browser_gallery.png"))
             page.screenshot(path=str(SHOTS / "browser_jupyterlab.png"))
         except Exception:
             page.screenshot(path=str(SHOTS / "browser_failure.png"))  # what the browser showed

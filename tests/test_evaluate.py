@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.errors import FakesegmentError, ParameterError
 from fakesegment_nb.evaluate import average_precision, auroc, evaluate, iou, load_masks
+from fakesegment_nb.resample import resize_map
 
-from support import small_probe, unpaired_store
+from support import UNPAIRED, small_probe, tiny_store, unpaired_store
 
 FS = [sys.executable, "-m", "fakesegment_nb.cli"]
 
@@ -123,3 +124,71 @@ def test_cli_evaluate_json(tmp_path):
     assert set(data["baselines"]) == {"pixel_absdiff", "pixel_1-ssim"}
     for row in [*data["methods"].values(), *data["baselines"].values()]:
         assert {"auroc", "ap", "ap_pooled", "iou", "iou_mean", "images"} <= set(row)
+
+
+# --------------------------------------------------------------------------------------------
+# at the original resolution (the tiny store holds a 2:1 image, UNPAIRED, whose mask is 256 x 128)
+
+
+def test_resize_map_keeps_nan_cells_and_masks():
+    a = np.tile(np.arange(4, dtype=np.float32), (2, 1))  # a ramp along x
+    up = resize_map(a, (4, 8))
+    assert up.shape == (4, 8) and up.dtype == np.float32
+    assert np.allclose(up[:, 1:7], [0.25, 0.75, 1.25, 1.75, 2.25, 2.75])  # pixel centres aligned, bilinear
+    assert resize_map(a, (2, 4)) is a
+    b = a.copy()
+    b[:, 0] = np.nan  # a column not scored stays not scored; the rest is finite
+    nb = resize_map(b, (4, 8))
+    assert np.isnan(nb[:, :2]).all() and np.isfinite(nb[:, 2:]).all()
+    assert np.isnan(resize_map(np.full((3, 3), np.nan), (5, 7))).all()
+    m = np.array([[True, False], [False, True]])
+    assert resize_map(m, (4, 6)).dtype == bool and resize_map(m, (4, 6)).sum() == 12  # nearest
+
+
+def test_evaluate_at_the_original_resolution(tmp_path, monkeypatch):
+    store = tiny_store()
+    masks = store.parent / "probe" / "masks"
+    truth, notes = load_masks(store, masks, resolution="original")
+    assert truth[UNPAIRED].shape == (128, 256) and truth["synthetic/scene_000.png"].shape == (128, 128)
+    assert load_masks(store, masks)[0][UNPAIRED].shape == (300, 300)  # input: squashed into the network input
+    ev = evaluate(store, masks, baselines=False, resolution="original")
+    assert ev.resolution == "original" and ev.to_dict()["resolution"] == "original"
+    per = ev.per_image.set_index(["name", "image"])
+    assert tuple(per.loc[("reference", UNPAIRED), ["height", "width"]]) == (128, 256)
+    # the map resized onto the mask with scikit-image, its calibrated threshold applied there
+    from sklearn.metrics import roc_auc_score
+    from skimage.transform import resize
+
+    from fakesegment_nb.maps import read_maps
+
+    ds = read_maps(store, "reference")
+    i = [str(v) for v in ds["image"].values].index(UNPAIRED)
+    s = resize(np.asarray(ds["score"].values[i], np.float32), (128, 256), order=1, preserve_range=True)
+    t = truth[UNPAIRED]
+    assert per.loc[("reference", UNPAIRED), "auroc"] == pytest.approx(roc_auc_score(t.ravel(), s.ravel()), abs=1e-6)
+    pred = s > float(ds["threshold"].values[i])
+    assert per.loc[("reference", UNPAIRED), "iou"] == pytest.approx((pred & t).sum() / (pred | t).sum(), abs=1e-6)
+    # paired: the unpaired image is not scored; the three pairs are
+    assert ev.table.loc["paired", "images"] == 3 and ev.table.loc["reference", "images"] == 4
+    # more pixels than ap_pooled sorts at once: every k-th pixel, said in the notes
+    monkeypatch.setattr(sys.modules["fakesegment_nb.evaluate"], "POOLED_PIXELS", 40_000)
+    strided = evaluate(store, masks, methods=["reference"], baselines=False, resolution="original")
+    assert any("ap_pooled over one pixel in 3 of each image" in n for n in strided.notes)
+    assert strided.table.loc["reference", "auroc"] == ev.table.loc["reference", "auroc"]
+    with pytest.raises(ParameterError, match="resolution must be one of input, original"):
+        evaluate(store, masks, resolution="native")
+
+
+def test_cli_evaluate_original_resolution(tmp_path):
+    store = tiny_store()
+    out = tmp_path / "eval.json"
+    proc = subprocess.run([*FS, "evaluate", "--store", str(store), "--masks", str(store.parent / "probe" / "masks"),
+                           "--json", str(out), "--resolution", "original"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "scored at original resolution" in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["resolution"] == "original" and "own resolution" in data["resolution_description"]
+    assert set(data["methods"]) == {"domain", "reference", "paired"}
+    bad = subprocess.run([*FS, "evaluate", "--store", str(store), "--masks", str(tmp_path), "--json",
+                          str(tmp_path / "x.json"), "--resolution", "native"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "invalid choice: 'native'" in bad.stderr and not (tmp_path / "x.json").exists()

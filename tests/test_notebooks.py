@@ -76,6 +76,8 @@ def test_03_unrealistic_details(tmp_path):
     nb, html = run_notebook("03_unrealistic_details.ipynb", tmp_path, store=str(tiny_store()), top_k=3)
     assert not errors_of(nb)
     assert "Gallery" in html and "Explorer" in html and "Layers driving the" in html
+    # both maps per image, titled by their questions (the static views: alt texts and the drivers)
+    assert "looks rendered here" in html and "unusual details here" in html
     check_html(html, min_figures=2)
 
 
@@ -109,6 +111,11 @@ def test_report_cli(tmp_path, capsys, monkeypatch):
     assert "Missing from this report" not in html
     check_html(html, min_figures=5)  # bars, violin, heat map, gallery, explorer
     assert UNPAIRED in html  # reference maps rank the unpaired image too
+    # the map section, titled by the questions the maps answer, with a legend of every stored map
+    assert "Where do the images look rendered, and which details are unusual?" in html
+    for text in ("<b>Looks rendered here</b> (<code>domain</code>)", "<b>Unusual details here</b> (<code>reference</code>)",
+                 "<b>Differs from its real twin here</b> (<code>paired</code>)", "mask at 5% false positives"):
+        assert text in html, text
     assert "report written" in capsys.readouterr().out
 
 

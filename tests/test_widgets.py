@@ -12,7 +12,9 @@ from PIL import Image
 from fakesegment_nb import open_store
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.regions import layer_box, region_drivers
+from fakesegment_nb.widgets import explorer_panels as P
 from fakesegment_nb.widgets import DomainDashboard, Explorer, Gallery, StoreView, banner_html
+from fakesegment_nb.widgets.render import EDGE
 
 from support import TINY_LAYERS as LAYERS, UNPAIRED, store_without_maps, tiny_store
 
@@ -32,8 +34,10 @@ def pixels(png: bytes) -> np.ndarray:
 
 
 def panel(ex: Explorer, name: str):
-    return {"image": ex.main_views[0], "map": ex.main_views[1], "overlay": ex.main_views[2],
-            "discrepancy": ex.pair_views[2]}[name]
+    """A panel of the Explorer: "image", "map" (the feature map), "discrepancy", or a map
+    method's overlay by its name."""
+    fixed = {"image": ex.main_views[0], "map": ex.main_views[1], "discrepancy": ex.pair_views[2]}
+    return fixed[name] if name in fixed else ex.map_views[ex.view.methods().index(name)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,14 +56,15 @@ def test_explorer_layer_channel_image_redraw_the_feature_map(view):
     before = fmap.image.value
     ex.channel.value = 7
     assert fmap.image.value != before and "channel 7" in fmap.title.value
-    # the panel shows exactly the stored map, colour-mapped and upsampled to the input size
+    # the panel shows exactly the stored map, colour-mapped and stretched onto the image's display shape
     f = view.fmap("synthetic/scene_001.png", "conv8_2", 7)
     shown = pixels(fmap.image.value)
-    assert shown.shape[:2] == view.input_size
+    H, Wd = view.display_shape("synthetic/scene_001.png")
+    assert shown.shape[:2] == (H, Wd)
     lo, hi = np.nanmin(f), np.nanmax(f)
     if hi > lo:  # the brightest cell is drawn with the colour map's top colour
         r, c = np.unravel_index(np.nanargmax(f), f.shape)
-        y, x = int((r + 0.5) * view.input_size[0] / f.shape[0]), int((c + 0.5) * view.input_size[1] / f.shape[1])
+        y, x = int((r + 0.5) * H / f.shape[0]), int((c + 0.5) * Wd / f.shape[1])
         from fakesegment_nb.widgets.render import lut
 
         assert np.abs(shown[y, x].astype(int) - lut("viridis")[-1]).max() <= 2
@@ -69,30 +74,51 @@ def test_explorer_layer_channel_image_redraw_the_feature_map(view):
     assert ex.last_redraw_s > 0
 
 
-def test_explorer_overlay_alpha_and_threshold(view):
-    ex = Explorer(view, image="synthetic/scene_002.png", method="paired")
-    ov = panel(ex, "overlay")
-    thr = view.threshold("paired", "synthetic/scene_002.png")  # the maps' calibrated threshold
-    assert thr is not None and ex.threshold.value == pytest.approx(thr)
-    score = view.score("paired", "synthetic/scene_002.png")
+def test_explorer_maps_alpha_and_threshold(view):
+    im = "synthetic/scene_002.png"
+    ex = Explorer(view, image=im, method="paired")
+    ov = panel(ex, "paired")
+    thr = view.threshold("paired", im)  # the maps' calibrated threshold
+    assert thr is not None and ex.threshold.value == pytest.approx(thr) and ex.threshold is ex.threshold_log
+    score = view.score("paired", im)
     share = float((score > thr).mean())
-    assert share == pytest.approx(view.mask("paired", "synthetic/scene_002.png").mean())
-    assert f"{100 * share:.1f}% of the image" in ov.title.value
-    assert (ov.cbar.value == "" and "lower the threshold" in ov.note.value) == (share == 0)
-    ex.alpha.value = 0.0  # fully transparent overlay: the image itself
-    assert np.array_equal(pixels(ov.image.value), view.rgb("synthetic/scene_002.png"))
+    assert share == pytest.approx(view.mask("paired", im).mean())
+    assert f"{100 * share:.1f}% of the image differs from its real twin" in ov.title.value
+    assert "differs from its real twin here" in ov.title.value and f"mask threshold (outline): {thr:.3g}" in ov.cbar.value
+    # every map of the store, titled by its question
+    assert [v.title.value.count(q) for v, q in zip(ex.map_views, ("looks rendered here", "unusual details here",
+                                                                    "differs from its real twin here"))] == [1, 1, 1]
+    edge = lambda: np.all(pixels(ov.image.value) == EDGE, axis=2)  # noqa: E731
+    ex.alpha.value = 0.0  # no heat: the image itself, the mask outlined
+    shown = pixels(ov.image.value)
+    assert np.array_equal(shown[~edge()], view.picture(im)[~edge()])
     ex.alpha.value = 0.8
+    assert (pixels(ov.image.value) != view.picture(im)).any(axis=2).mean() > 0.3  # the heat colours the image
     ex.threshold.value = 10 ** ex.threshold.min  # low threshold: more pixels flagged
     low = float((score > ex.threshold.value).mean())
-    assert low > 0 and low >= share and f"{100 * low:.1f}% of the image" in ov.title.value
-    changed_low = (pixels(ov.image.value) != view.rgb("synthetic/scene_002.png")).any(axis=2).mean()
-    assert changed_low > 0
-    ex.threshold.value = 10 ** ex.threshold.max  # the top of the slider flags fewer pixels
-    high = float((score > ex.threshold.value).mean())
-    assert high < low and f"{100 * high:.1f}% of the image" in ov.title.value
-    if high == 0:  # nothing flagged: said in words, no colour bar spanning threshold..threshold
-        assert "lower the threshold" in ov.note.value and ov.cbar.value == ""
-    assert (pixels(ov.image.value) != view.rgb("synthetic/scene_002.png")).any(axis=2).mean() < changed_low
+    assert low > share and f"{100 * low:.1f}% of the image" in ov.title.value
+    ex.threshold.value = 10 ** ex.threshold.max  # the top of the slider flags none
+    assert "0.0% of the image" in ov.title.value and not edge().any()
+    other = panel(ex, "reference")  # the other maps keep their calibrated thresholds
+    assert f"{view.threshold('reference', im):.3g}" in other.title.value
+
+
+def test_explorer_shows_each_image_at_its_own_shape(view):
+    ex = Explorer(view, image="synthetic/scene_001.png", method="reference")
+    ex.show_drivers()
+    assert "Layers driving the reference score" in ex.drivers.value
+    ex.region_x.value, ex.region_y.value = (32, 64), (32, 64)  # the middle quarter of a 128 x 128 image
+    ex.image.value = UNPAIRED  # 256 x 128
+    assert "another image" in ex.drivers.value  # the drivers shown were the other image's
+    assert (ex.region_x.max, ex.region_y.max) == (256, 128)
+    assert ex.region_x.value == (64, 128) and ex.region_y.value == (32, 64)  # the same place in the image
+    assert ex.input_box == (75, 150, 75, 150)
+    for v in [*ex.main_views, *ex.map_views[:2]]:
+        assert pixels(v.image.value).shape[:2] == (150, 300)
+    assert "its real twin is not in the store" in panel(ex, "paired").note.value
+    ex.select_top_region()
+    x0, x1, y0, y1 = ex.box
+    assert x1 <= 256 and y1 <= 128 and "(image px)" in ex.drivers.value
 
 
 def test_explorer_pair_row_only_for_pairs(view):
@@ -112,7 +138,7 @@ def test_explorer_domain_filter_and_real_images_have_no_paired_map(view):
     ex = Explorer(view, method="paired")
     ex.domain.value = "real"
     assert all(i.startswith("real/") for i in ex.image.options)
-    assert "does not apply to real images" in panel(ex, "overlay").note.value
+    assert "does not apply to real images" in panel(ex, "paired").note.value
 
 
 def test_top_channels_follow_effect_size(view):
@@ -132,7 +158,7 @@ def test_top_channels_follow_effect_size(view):
 def test_select_top_region_and_drivers(view):
     ex = Explorer(view, image="synthetic/scene_001.png", method="paired")
     ex.select_top_region()
-    x0, x1, y0, y1 = ex.box
+    x0, x1, y0, y1 = ex.input_box
     score = np.nan_to_num(view.score("paired", "synthetic/scene_001.png"))
     inside = score[y0:y1, x0:x1].mean()
     assert inside >= score.mean()  # the window sits on the high scores
@@ -140,6 +166,7 @@ def test_select_top_region_and_drivers(view):
     from fakesegment_nb.segments import attribute
 
     att = attribute(tiny_store(), "synthetic/scene_001.png", box=(y0, x0, y1, x1), method="paired")
+    assert P.input_box(view, "synthetic/scene_001.png", ex.box) == (x0, x1, y0, y1)
     assert "Layers driving the paired score" in ex.drivers.value and f"{att.score:.3g}" in ex.drivers.value
     assert "Channels driving it" in ex.drivers.value
     shown = ex.show_drivers(top=4)
@@ -148,11 +175,11 @@ def test_select_top_region_and_drivers(view):
     ex.image.value = "real/scene_001.png"
     ex.show_drivers()
     assert "Channels departing most from its paired real image" in ex.drivers.value
-    df = region_drivers(view, "synthetic/scene_001.png", ex.box, top=5)
+    df = region_drivers(view, "synthetic/scene_001.png", ex.input_box, top=5)
     assert len(df) == 5 and (np.diff(np.abs(df["z"].to_numpy())) <= 0).all()
     # recompute the top row by hand
     row = df.iloc[0]
-    r, c = layer_box(ex.box, view.input_size, view.layer_shape(row["layer"]))
+    r, c = layer_box(ex.input_box, view.input_size, view.layer_shape(row["layer"]))
     feats = open_store(tiny_store(), chunks=None)["layers"][row["layer"]]["features"]
     means = np.asarray(feats.isel(channel=int(row["channel"]), y=r, x=c).values, np.float64).mean(axis=(1, 2))
     ids = list(view.table.index)
@@ -200,6 +227,32 @@ def test_gallery_ranks_filters_and_opens_explorer(view):
     g.grid.children[1].children[2].click()  # the card's "open in Explorer" button
     assert g.explorer is not None and g.explorer.image.value == target
     assert g.explorer_box.children == (g.explorer,)
+
+
+def test_gallery_cards_show_every_map_with_its_share(view):
+    g = Gallery(view, k=4)  # ranked by the store's first map: domain
+    assert g.method.value == "domain"
+    assert g.shown == view.map_summary("domain").sort_values("area", ascending=False).index[:4].tolist()
+    card = g.grid.children[g.shown.index(UNPAIRED)]
+    caption, thumbs, _ = card.children
+    heads = [t.children[0].value for t in thumbs.children]
+    areas = {m: view.map_summary(m).at[UNPAIRED, "area"] for m in ("domain", "reference")}
+    assert "looks rendered here" in heads[0] and f"{100 * areas['domain']:.1f}% of the image looks rendered" in heads[0]
+    assert "unusual details here" in heads[1] and f"{100 * areas['reference']:.1f}% of the image has unusual" in heads[1]
+    assert "differs from its real twin here" in heads[2] and "not in the store" in heads[2]
+    assert f"{100 * areas['domain']:.1f}% looks rendered" in caption.value
+    # each thumbnail at the image's own shape (256 x 128 drawn 300 x 150), the mask outlined
+    for t in thumbs.children[:2]:
+        rgb = pixels(t.children[1].value)
+        assert rgb.shape[:2] == (150, 300) and np.all(rgb == EDGE, axis=2).any()
+    fig = g.figure()
+    assert sum(bool(ax.images) for ax in fig.axes) == 4 * 3
+    shares = g.share_table()
+    assert list(shares.index) == g.shown and list(shares.columns) == [
+        "looks rendered here (domain)", "unusual details here (reference)", "differs from its real twin here (paired)"]
+    assert shares.loc[UNPAIRED, "looks rendered here (domain)"] == areas["domain"]
+    assert np.isnan(shares.loc[UNPAIRED, "differs from its real twin here (paired)"])
+    assert "looks rendered here (domain)" in g.static_html()
 
 
 def test_gallery_sorts_by_realism_score(view):

@@ -5,9 +5,13 @@ Every widget shows a banner when the store's weights are untrained, reads the st
 and carries a static HTML view of itself for front ends without a widget manager
 (nbconvert HTML, reports).
 
+Maps are shown per image side by side, each titled by the question it answers ("looks rendered
+here", "unusual details here", "differs from its real twin here"), drawn over the image at its
+own aspect ratio (:mod:`.mappanels`).
+
 The names below are imported on first use: the modules that need no ipywidgets
-(:mod:`.storeview`, :mod:`.markup`, :mod:`.render`, :mod:`.plots`, :mod:`.explorer_panels`)
-can be imported, and tested, without it.
+(:mod:`.storeview`, :mod:`.markup`, :mod:`.render`, :mod:`.plots`, :mod:`.mappanels`,
+:mod:`.explorer_panels`) can be imported, and tested, without it.
 """
 
 from importlib import import_module

@@ -1,5 +1,6 @@
-"""``Explorer``: one image at a time -- the image, a feature map, the unrealistic-detail overlay,
-and for a pair synthetic | real | discrepancy side by side.
+"""``Explorer``: one image at a time, at its own aspect ratio -- the image and a feature map,
+every map of the store side by side (where it looks rendered, which details are unusual, what
+differs from its real twin), and for a pair synthetic | real | discrepancy.
 
 This is the wiring: controls, their observers and what each redraws. What is drawn comes from
 the pure functions of :mod:`fakesegment_nb.widgets.explorer_panels`.
@@ -27,7 +28,10 @@ class Explorer(W.VBox):
     ----------
     store : store path/URL, DataTree or :class:`StoreView`.
     image, layer, method : initial selection (defaults: first synthetic image, first layer,
-        first map method in the store).
+        first map method in the store: ``domain``, ``reference``, ``paired`` in that order).
+
+    Every map of the store is drawn over the image; ``method`` is the one the threshold slider,
+    the region search and the drivers apply to. The region is in pixels of the original image.
 
     Each interaction redraws only the figure it changes; :attr:`last_redraw_s` holds the time
     the last one took.
@@ -40,7 +44,6 @@ class Explorer(W.VBox):
         self.view = v = StoreView(store)
         self.last_redraw_s = 0.0
         self._hold = False
-        H, Wd = v.input_size
 
         domains = ["all", *v.domains]
         first = image or (v.images("synthetic") or v.images())[0]
@@ -58,12 +61,18 @@ class Explorer(W.VBox):
                                  description="map", disabled=not methods)
         self.alpha = W.FloatSlider(min=0.0, max=1.0, step=0.05, value=0.6, description="alpha",
                                    continuous_update=False)
-        # scores are heavy-tailed (a typical discrepancy is ~1, outliers reach 1e4): a log slider
-        self.threshold = W.FloatLogSlider(base=10, min=-2, max=0, step=0.02, value=0.5, description="threshold",
-                                          continuous_update=False, readout_format=".3g", disabled=not methods)
-        self.region_x = W.IntRangeSlider(min=0, max=Wd, value=(Wd // 4, Wd // 2), description="region x",
+        # distances are heavy-tailed (a typical discrepancy is ~1, outliers reach 1e4): a log
+        # slider; maps with negative scores (e.g. log-odds) get the linear one
+        self.threshold_log = W.FloatLogSlider(base=10, min=-2, max=0, step=0.02, value=0.5, description="threshold",
+                                              continuous_update=False, readout_format=".3g", disabled=not methods)
+        self.threshold_linear = W.FloatSlider(min=0.0, max=1.0, step=0.01, value=0.5, description="threshold",
+                                              continuous_update=False, readout_format=".3g", disabled=not methods,
+                                              layout=W.Layout(display="none"))
+        self.threshold = self.threshold_log  # the one shown
+        h, w = v.original_size(first)
+        self.region_x = W.IntRangeSlider(min=0, max=w, value=(w // 4, w // 2), description="region x",
                                          continuous_update=False)
-        self.region_y = W.IntRangeSlider(min=0, max=H, value=(H // 4, H // 2), description="region y",
+        self.region_y = W.IntRangeSlider(min=0, max=h, value=(h // 4, h // 2), description="region y",
                                          continuous_update=False)
         self.drivers_button = W.Button(description="Which layers/channels drive it?",
                                        layout=W.Layout(width="260px"))
@@ -71,7 +80,9 @@ class Explorer(W.VBox):
                                           layout=W.Layout(width="220px"))
         self.drivers = W.HTML()
         self.status = W.HTML()
-        self.main_views = [PanelView(f"fakesegment-explorer-{n}") for n in ("image", "map", "overlay")]
+        self.main_views = [PanelView(f"fakesegment-explorer-{n}") for n in ("image", "map")]
+        self.map_views = [PanelView("fakesegment-explorer-overlay", extra=f"fakesegment-explorer-overlay-{m}")
+                          for m in (methods or ["none"])]
         self.pair_views = [PanelView(f"fakesegment-explorer-{n}") for n in ("synthetic", "real", "discrepancy")]
         self.pair_box = W.VBox([W.HTML("<b>Pair: synthetic | real | discrepancy</b>"), W.HBox(self.pair_views)])
 
@@ -80,8 +91,10 @@ class Explorer(W.VBox):
             W.HTML(header_html(v, "Explorer")),
             W.HBox([self.domain]), W.HBox([self.image, self.layer]),
             W.HBox([self.channel_mode, self.channel, self.top_channel]),
-            W.HBox([self.method, self.alpha, self.threshold]),
-            self.status, W.HBox(self.main_views), self.pair_box,
+            self.status, W.HBox(self.main_views),
+            W.HBox([self.method, self.alpha, self.threshold_log, self.threshold_linear]),
+            W.HTML("<b>Maps</b> (heat: the score, colour bar per map; outline: the mask, score above the "
+                   "threshold)"), W.HBox(self.map_views), self.pair_box,
             W.HBox([self.region_x, self.region_y]), W.HBox([self.top_region_button, self.drivers_button]),
             self.drivers,
         ]
@@ -94,25 +107,31 @@ class Explorer(W.VBox):
         self.channel.observe(lambda c: self._redraw(main=True, pair=True), names="value")
         self.top_channel.observe(self._on_top_channel, names="value")
         self.method.observe(self._on_method, names="value")
-        self.alpha.observe(lambda c: self._redraw(main=True), names="value")
-        self.threshold.observe(lambda c: self._redraw(main=True), names="value")
+        self.alpha.observe(lambda c: self._redraw(maps=True), names="value")
+        self.threshold_log.observe(lambda c: self._redraw(maps=True), names="value")
+        self.threshold_linear.observe(lambda c: self._redraw(maps=True), names="value")
         self.region_x.observe(lambda c: self._redraw(main=True), names="value")
         self.region_y.observe(lambda c: self._redraw(main=True), names="value")
         self.drivers_button.on_click(lambda b: self.show_drivers())
         self.top_region_button.on_click(lambda b: self.select_top_region())
-        self._redraw(main=True, pair=True)
+        self._redraw(main=True, maps=True, pair=True)
 
     # -- setup ------------------------------------------------------------------------------
     def _init_method(self):
         if not self.view.methods():
-            self.threshold.disabled = True
             return
-        thr, lo, hi = P.overlay_threshold(self.view, self.method.value, self.image.value)
+        thr, lo, hi, log = P.overlay_threshold(self.view, self.method.value, self.image.value)
+        self.threshold = self.threshold_log if log else self.threshold_linear
+        self.threshold_log.layout.display = None if log else "none"
+        self.threshold_linear.layout.display = "none" if log else None
         self._hold = True
         try:
-            self.threshold.min, self.threshold.max = -30, 30  # widen first: the value must stay inside
-            self.threshold.value = thr
-            self.threshold.min, self.threshold.max = lo, hi
+            t = self.threshold
+            t.min, t.max = (-30, 30) if log else (-1e30, 1e30)  # widen first: the value must stay inside
+            if not log:
+                t.step = (hi - lo) / 400
+            t.value = thr
+            t.min, t.max = lo, hi
         finally:
             self._hold = False
 
@@ -132,12 +151,38 @@ class Explorer(W.VBox):
             self.image.value = cur if cur in opts else opts[0]
         finally:
             self._hold = False
-        self._redraw(main=True, pair=True)
+        if self.image.value != cur:
+            self._on_image({"old": cur, "new": self.image.value})
+        else:
+            self._redraw(main=True, maps=True, pair=True)
 
     def _on_image(self, change):
-        if self.view.methods() and self.view.per_image_threshold(self.method.value):
-            self._init_method()  # each image has its own calibrated threshold
-        self._redraw(main=True, pair=True)
+        if self._hold:
+            return
+        self._rescale_region(change.get("old"), change["new"])
+        if self.drivers.value:  # they were another image's
+            self.drivers.value = note_html('another image: press "Which layers/channels drive it?" for this one')
+        if self.view.methods():
+            self._init_method()  # each image has its own calibrated threshold and score range
+        self._redraw(main=True, maps=True, pair=True)
+
+    def _rescale_region(self, old: str | None, new: str):
+        """Keep the region at the same place relative to the image when the image changes size."""
+        if old is None or old not in self.view.table.index:
+            return
+        (h0, w0), (h, w) = self.view.original_size(old), self.view.original_size(new)
+        if (h0, w0) == (h, w):
+            return
+        (x0, x1), (y0, y1) = self.region_x.value, self.region_y.value
+        self._hold = True
+        try:
+            for slider, (a, b), old_n, n in ((self.region_x, (x0, x1), w0, w), (self.region_y, (y0, y1), h0, h)):
+                lo, hi = round(a * n / old_n), max(round(b * n / old_n), round(a * n / old_n) + 1)
+                slider.max = max(slider.max, n)
+                slider.value = (min(lo, n - 1), min(hi, n))
+                slider.max = n
+        finally:
+            self._hold = False
 
     def _on_layer(self, change):
         self._hold = True
@@ -178,14 +223,19 @@ class Explorer(W.VBox):
 
     def _on_method(self, change):
         self._init_method()
-        self._redraw(main=True)
+        self._redraw(maps=True)
 
     # -- drawing ----------------------------------------------------------------------------
     @property
     def box(self) -> tuple[int, int, int, int]:
-        """The region, ``(x0, x1, y0, y1)`` in network-input pixels."""
+        """The region, ``(x0, x1, y0, y1)`` in pixels of the original image."""
         (x0, x1), (y0, y1) = self.region_x.value, self.region_y.value
         return x0, max(x1, x0 + 1), y0, max(y1, y0 + 1)
+
+    @property
+    def input_box(self) -> tuple[int, int, int, int]:
+        """The region in network-input pixels (the maps' grid)."""
+        return P.input_box(self.view, self.image.value, self.box)
 
     @property
     def selection(self) -> P.Selection:
@@ -194,7 +244,7 @@ class Explorer(W.VBox):
                            method=self.method.value if self.view.methods() else None,
                            threshold=float(self.threshold.value), alpha=float(self.alpha.value), box=self.box)
 
-    def _redraw(self, main=False, pair=False):
+    def _redraw(self, main=False, maps=False, pair=False):
         if self._hold:
             return
         t = time.perf_counter()
@@ -203,6 +253,9 @@ class Explorer(W.VBox):
             self.status.value = P.status_html(self.view, sel)
         if main:
             for view, panel in zip(self.main_views, P.main_panels(self.view, sel)):
+                view.show(panel)
+        if maps:
+            for view, panel in zip(self.map_views, P.map_panels(self.view, sel)):
                 view.show(panel)
         if pair:
             panels = P.pair_panels(self.view, sel)
@@ -234,7 +287,7 @@ class Explorer(W.VBox):
         if box is None:
             self.drivers.value = note_html("the current map does not apply to this image")
             return
-        x0, x1, y0, y1 = box
+        x0, x1, y0, y1 = box  # image pixels
         self._hold = True
         try:
             self.region_x.value = (x0, x1)

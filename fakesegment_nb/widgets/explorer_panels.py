@@ -15,12 +15,14 @@ import pandas as pd
 
 from ..errors import FakesegmentError
 from ..regions import region_drivers
+from .mappanels import image_panel, map_panel, map_question, picture
 from .markup import note_html
-from .render import ColorBar, Panel, colorize, draw_box, note_rgb, overlay, panels_figure, score_range, upsample
+from .render import ColorBar, Panel, colorize, panels_figure, upsample
 from .storeview import StoreView
 
-__all__ = ["Selection", "TOP_CHANNELS", "NO_MAPS", "main_panels", "pair_panels", "status_html", "explorer_figure",
-           "overlay_threshold", "top_channels", "top_region", "drivers_html", "finite_range"]
+__all__ = ["Selection", "TOP_CHANNELS", "NO_MAPS", "main_panels", "map_panels", "pair_panels", "status_html",
+           "explorer_figure", "overlay_threshold", "top_channels", "top_region", "drivers_html", "finite_range",
+           "input_box", "image_box"]
 
 TOP_CHANNELS = 20
 NO_MAPS = "no unrealistic-detail maps in this store: run `fakesegment maps --store ...`"
@@ -31,10 +33,13 @@ class Selection:
     """What the Explorer shows.
 
     image, layer, channel : the image and the feature map.
-    method : the map method of the overlay; None when the store has no maps.
-    threshold : the overlay's score threshold (a location is flagged where its score is above it).
-    alpha : the overlay's opacity, 0 (the image only) to 1.
-    box : the region, ``(x0, x1, y0, y1)`` in network-input pixels, at least one pixel each way.
+    method : the map the threshold, the region search and the drivers apply to; None when the
+        store has no maps. Every map of the store is shown; the others at their calibrated
+        thresholds.
+    threshold : ``method``'s outline threshold (a location is in the mask where its score is above it).
+    alpha : the heat maps' opacity, 0 (the image only) to 1.
+    box : the region, ``(x0, x1, y0, y1)`` in pixels of the original image (its own height and
+        width), at least one pixel each way.
     """
 
     image: str
@@ -46,9 +51,23 @@ class Selection:
     box: tuple[int, int, int, int] = (0, 1, 0, 1)
 
 
-def _rgb(view: StoreView, image: str) -> np.ndarray:
-    rgb = view.rgb(image)
-    return note_rgb(view.input_size) if rgb is None else rgb
+def input_box(view: StoreView, image: str, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """An image-pixel box ``(x0, x1, y0, y1)`` in network-input pixels (the maps' and features'
+    grid: the whole image resized to the input), covering it, at least one pixel each way."""
+    (h, w), (H, W) = view.original_size(image), view.input_size
+    x0, x1, y0, y1 = (int(v) for v in box)
+    X0, Y0 = min(max(x0 * W // w, 0), W - 1), min(max(y0 * H // h, 0), H - 1)
+    X1, Y1 = -(-x1 * W // w), -(-y1 * H // h)  # ceil, exact in integers
+    return X0, min(max(X1, X0 + 1), W), Y0, min(max(Y1, Y0 + 1), H)
+
+
+def image_box(view: StoreView, image: str, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A network-input-pixel box ``(x0, x1, y0, y1)`` in pixels of the original image, covering it."""
+    (h, w), (H, W) = view.original_size(image), view.input_size
+    x0, x1, y0, y1 = (int(v) for v in box)
+    X0, Y0 = min(max(x0 * w // W, 0), w - 1), min(max(y0 * h // H, 0), h - 1)
+    X1, Y1 = -(-x1 * w // W), -(-y1 * h // H)
+    return X0, min(max(X1, X0 + 1), w), Y0, min(max(Y1, Y0 + 1), h)
 
 
 def finite_range(a: np.ndarray) -> tuple[float, float]:
@@ -60,34 +79,30 @@ def finite_range(a: np.ndarray) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
 
 
+def _stretched(view: StoreView, image: str, a: np.ndarray, cmap: str, lo: float, hi: float) -> np.ndarray:
+    """A feature-grid array colour-mapped and stretched (cells kept visible) onto the image's display shape."""
+    return upsample(colorize(a, cmap, lo, hi), view.display_shape(image))
+
+
 def main_panels(view: StoreView, sel: Selection) -> list[Panel]:
-    """image (with the region's box) | feature map | unrealistic-detail overlay."""
+    """The image (with the region's box) | the feature map, both at the image's aspect ratio."""
     im, layer, ch = sel.image, sel.layer, int(sel.channel)
-    rgb = _rgb(view, im)
     fm = view.fmap(im, layer, ch)
     lo, hi = finite_range(fm)
-    return [Panel(f"{im} ({view.domain(im)})", draw_box(rgb, sel.box)),
-            Panel(f"{layer} · channel {ch} ({fm.shape[0]}×{fm.shape[1]} cells)",
-                  upsample(colorize(fm, "viridis", lo, hi), view.input_size), ColorBar("viridis", lo, hi, "activation")),
-            _overlay_panel(view, sel, rgb)]
+    pic = image_panel(view, im, sel.box)
+    return [pic, Panel(f"{layer} · channel {ch} ({fm.shape[0]}×{fm.shape[1]} cells)",
+                       _stretched(view, im, fm, "viridis", lo, hi), ColorBar("viridis", lo, hi, "activation"),
+                       xlabel=pic.xlabel, ylabel=pic.ylabel, extent=pic.extent)]
 
 
-def _overlay_panel(view: StoreView, sel: Selection, rgb: np.ndarray) -> Panel:
+def map_panels(view: StoreView, sel: Selection) -> list[Panel]:
+    """Every map of the store over the image, side by side (``domain``: looks rendered here,
+    ``reference``: unusual details here, ``paired``: differs from its real twin here); the
+    selected method at the selection's threshold, the others at their calibrated ones."""
     if sel.method is None:
-        return Panel("unrealistic-detail overlay", rgb, note=NO_MAPS)
-    m, im = sel.method, sel.image
-    score = view.score(m, im)
-    if not np.isfinite(score).any():
-        return Panel(f"{m} overlay", rgb, note=f"the '{m}' map does not apply to {view.domain(im)} images")
-    thr = float(sel.threshold)
-    hit = np.nan_to_num(score, nan=-np.inf) > thr  # the maps' own mask rule: score > threshold
-    if not hit.any():  # no colour on the image: a colour bar would span threshold..threshold
-        return Panel(f"{m} score > {thr:.3g}: 0.0% of the image", rgb,
-                     note=f"no location of this image scores above {thr:.3g} (its maximum is "
-                          f"{float(np.nanmax(score)):.3g}); lower the threshold to see more")
-    lo, hi, log = score_range(score, thr)
-    return Panel(f"{m} score > {thr:.3g}: {100 * hit.mean():.1f}% of the image",
-                 overlay(rgb, score, hit, lo, hi, sel.alpha, log=log), ColorBar("magma", lo, hi, "unrealistic score", log))
+        return [Panel("maps", picture(view, sel.image), note=NO_MAPS)]
+    return [map_panel(view, m, sel.image, sel.threshold if m == sel.method else None, sel.alpha)
+            for m in view.methods()]
 
 
 def pair_panels(view: StoreView, sel: Selection) -> list[Panel] | None:
@@ -101,10 +116,12 @@ def pair_panels(view: StoreView, sel: Selection) -> list[Panel] | None:
     diff = view.fmap(syn, layer, ch) - view.fmap(real, layer, ch)
     lim = float(np.nanmax(np.abs(diff))) if np.isfinite(diff).any() else 1.0
     lim = lim if lim > 0 else 1.0
-    return [Panel(f"synthetic: {syn}", _rgb(view, syn)), Panel(f"real: {real}", _rgb(view, real)),
+    s, r = image_panel(view, syn), image_panel(view, real)
+    return [Panel(f"synthetic: {syn}", s.rgb, extent=s.extent, xlabel=s.xlabel, ylabel=s.ylabel),
+            Panel(f"real: {real}", r.rgb, extent=r.extent, xlabel=r.xlabel, ylabel=r.ylabel),
             Panel(f"discrepancy {layer} · ch {ch} (mean |Δ| {np.nanmean(np.abs(diff)):.3g})",
-                  upsample(colorize(diff, "RdBu_r", -lim, lim), view.input_size),
-                  ColorBar("RdBu_r", -lim, lim, "synthetic − real"))]
+                  _stretched(view, syn, diff, "RdBu_r", -lim, lim), ColorBar("RdBu_r", -lim, lim, "synthetic − real"),
+                  extent=s.extent, xlabel=s.xlabel, ylabel=s.ylabel)]
 
 
 def status_html(view: StoreView, sel: Selection) -> str:
@@ -112,30 +129,36 @@ def status_html(view: StoreView, sel: Selection) -> str:
     (its panels show a grey placeholder); '' when all can."""
     shown = [sel.image] + ([view.partner(sel.image)] if view.partner(sel.image) else [])
     return "".join(note_html(f"source image not found: {view.table.at[im, 'path']}")
-                   for im in shown if view.rgb(im) is None)
+                   for im in shown if view.picture(im) is None)
 
 
 def explorer_figure(view: StoreView, sel: Selection):
-    """The main and pair panels as one static matplotlib figure (reports, HTML export)."""
-    panels = main_panels(view, sel) + (pair_panels(view, sel) or [])
-    return panels_figure(panels, ncols=3, suptitle=f"Explorer: {sel.image} · layer {sel.layer} · "
-                                                    f"channel {int(sel.channel)}")
+    """The image and feature map, the maps, and the pair as one static matplotlib figure (reports,
+    HTML export), one row each."""
+    rows = [main_panels(view, sel), map_panels(view, sel), pair_panels(view, sel) or []]
+    return panels_figure(rows, suptitle=f"Explorer: {sel.image} · layer {sel.layer} · channel {int(sel.channel)}")
 
 
-def overlay_threshold(view: StoreView, method: str, image: str) -> tuple[float, float, float]:
-    """The overlay threshold to start from and its slider range: ``(threshold, log10 min, log10 max)``.
+def overlay_threshold(view: StoreView, method: str, image: str) -> tuple[float, float, float, bool]:
+    """The outline threshold to start from, its slider range and scale: ``(threshold, lo, hi, log)``.
 
     The threshold the maps step calibrated (per image where it is per image), else half the
-    image's top score. The range is fixed around it, 1/100 to 10^4 times: reading every map for
-    the true maximum would make opening the Explorer on a large store slow, and scores are
-    heavy-tailed.
+    image's top score. Non-negative maps with a positive threshold (distances: heavy-tailed) get a
+    log slider, ``lo``/``hi`` in log10 units, from 1/100 of the threshold to 1.5 times the image's
+    top score (at least 10 times the threshold); other maps a linear one over the image's scores
+    and the threshold. Only this image's map is read.
     """
+    score = view.score(method, image)
+    finite = score[np.isfinite(score)]
+    smin, smax = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     thr = view.threshold(method, image)
-    if thr is None or not thr > 0:
-        score = view.score(method, image)
-        top = float(np.nanmax(score)) if np.isfinite(score).any() else 1.0
-        thr = 0.5 * top if top > 0 else 1.0
-    return thr, float(np.log10(thr) - 2), float(np.log10(thr) + 4)
+    if thr is None:
+        thr = 0.5 * smax if smax > 0 else (smin + smax) / 2
+    if thr > 0 and smin >= 0:
+        return thr, float(np.log10(thr) - 2), float(np.log10(max(10 * thr, 1.5 * smax))), True
+    lo, hi = min(smin, thr), max(smax, thr)
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(thr), 1.0) * 0.5
+    return thr, lo - pad, hi + pad, False
 
 
 def top_channels(view: StoreView, layer: str, n: int = TOP_CHANNELS) -> tuple[list[tuple[str, int]], str | None]:
@@ -150,8 +173,9 @@ def top_channels(view: StoreView, layer: str, n: int = TOP_CHANNELS) -> tuple[li
 
 
 def top_region(view: StoreView, method: str, image: str, size: int | None = None) -> tuple[int, int, int, int] | None:
-    """The ``size`` x ``size`` window (default a fifth of the input, at least 8 px) of highest mean
-    ``method`` score on ``image``, as ``(x0, x1, y0, y1)``; None when the map does not score the image."""
+    """The ``size`` x ``size`` window of network-input pixels (default a fifth of the input, at
+    least 8 px) of highest mean ``method`` score on ``image``, as ``(x0, x1, y0, y1)`` in pixels of
+    the original image; None when the map does not score the image."""
     score = view.score(method, image)
     if not np.isfinite(score).any():
         return None
@@ -161,7 +185,7 @@ def top_region(view: StoreView, method: str, image: str, size: int | None = None
     ii = np.pad(s, ((1, 0), (1, 0))).cumsum(0).cumsum(1)  # box sums through an integral image
     sums = ii[size:, size:] - ii[:-size, size:] - ii[size:, :-size] + ii[:-size, :-size]
     y0, x0 = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return int(x0), int(x0) + size, int(y0), int(y0) + size
+    return image_box(view, image, (int(x0), int(x0) + size, int(y0), int(y0) + size))
 
 
 def drivers_html(view: StoreView, sel: Selection, top: int = 10) -> tuple[str, pd.DataFrame | None]:
@@ -173,7 +197,8 @@ def drivers_html(view: StoreView, sel: Selection, top: int = 10) -> tuple[str, p
     """
     im, m = sel.image, sel.method
     x0, x1, y0, y1 = sel.box
-    where = f"x {x0}–{x1}, y {y0}–{y1}"
+    where = f"x {x0}–{x1}, y {y0}–{y1} (image px)"
+    box = input_box(view, im, sel.box)  # the maps' and features' grid
     fmt = dict(index=False, float_format=lambda x: f"{x:.3g}")
     parts, df = [], None
     # attribution re-reads the real images the map was made from (the twin, for paired)
@@ -182,17 +207,18 @@ def drivers_html(view: StoreView, sel: Selection, top: int = 10) -> tuple[str, p
         from ..segments import attribute
 
         try:
-            att = attribute(view.tree, im, box=(y0, x0, y1, x1), method=m, top=top)
+            att = attribute(view.tree, im, box=(box[2], box[0], box[3], box[1]), method=m, top=top)
         except FakesegmentError as exc:
             parts.append(note_html(str(exc)))
         else:
             df = att.channels.head(top)
-            parts.append(f"<b>Layers driving the {m} score in {where}</b> (mean score {att.score:.3g})"
+            parts.append(f"<b>Layers driving the {m} score ({map_question(m)}) in {where}</b> "
+                         f"(mean score {att.score:.3g})"
                          + att.layers.to_html(**fmt))
             parts.append("<b>Channels driving it</b> (share of the region's score)" + df.to_html(**fmt))
     if df is None:
         try:
-            df = region_drivers(view, im, sel.box, top=top)
+            df = region_drivers(view, im, box, top=top)
         except FakesegmentError as exc:
             parts.append(note_html(str(exc)))
         else:

@@ -1,4 +1,5 @@
-"""``Gallery``: the synthetic images with the largest unrealistic area or score, in a grid."""
+"""``Gallery``: the synthetic images a map flags most, in a grid, each with every map of the store
+side by side at the image's own aspect ratio."""
 
 from __future__ import annotations
 
@@ -8,30 +9,36 @@ import ipywidgets as W
 import numpy as np
 
 from .explorer import Explorer
+from .mappanels import area_words, map_panel, map_question, not_scored
 from .markup import banner_html, esc, header_html, note_html
-from .render import Panel, figure_html, note_rgb, overlay, panels_figure, png, score_range, static_fallback
+from .render import Panel, figure_html, panels_figure, png, static_fallback
 from .storeview import StoreView
 
 __all__ = ["Gallery"]
 
-SORT_KEYS = {"unrealistic area": "area", "max score": "max", "mean score": "mean",
+SORT_KEYS = {"flagged area (mask share)": "area", "max score": "max", "mean score": "mean",
              "least realistic (images.csv)": "realism"}
 THUMB = 160
 
 
 class Gallery(W.VBox):
-    """The ``k`` synthetic images whose ``method`` map flags most, overlays in a grid.
+    """The ``k`` synthetic images whose ``method`` map flags most, in a grid.
 
     Parameters
     ----------
     store : store path/URL, DataTree or :class:`StoreView`.
-    method : map method (default: the store's first).
+    method : the map that ranks the images (default: the store's first: ``domain``,
+        ``reference``, ``paired`` in that order).
     k : number of images shown.
     explorer : an :class:`Explorer` to open images in (default: one is made on the first click).
 
-    Sort by unrealistic area (the mask's share of the image), max or mean map score, or by the
-    per-image realism score of ``images.csv`` (fused over layers; needs no pairs and no
-    localised artefacts); filter by a substring of the image id. Each card's button opens that image in the Explorer below.
+    Each card shows every map of the store over the image at its own aspect ratio, titled by the
+    question it answers ("looks rendered here", "unusual details here", "differs from its real
+    twin here") with the share of the image its mask covers: heat map over the image, mask
+    outlined. Sort by the ranking map's flagged area (its mask's share of the image), max or
+    mean score, or by the per-image realism score of ``images.csv`` (fused over layers; needs no
+    pairs and no localised artefacts); filter by a substring of the image id. Each card's button
+    opens that image in the Explorer below.
     """
 
     def __init__(self, store, method: str | None = None, k: int = 12, explorer=None):
@@ -42,16 +49,17 @@ class Gallery(W.VBox):
         self.last_redraw_s = 0.0
         methods = v.methods()
         self.method = W.Dropdown(options=methods or ["(no maps)"], value=method or (methods or ["(no maps)"])[0],
-                                 description="map", disabled=not methods)
-        self.sort = W.Dropdown(options=list(SORT_KEYS), value="unrealistic area", description="sort by")
+                                 description="rank by", disabled=not methods)
+        self.sort = W.Dropdown(options=list(SORT_KEYS), value="flagged area (mask share)", description="sort by")
         self.descending = W.Checkbox(value=True, description="largest first", indent=False)
         self.filter = W.Text(value="", description="filter", placeholder="part of the image id",
                              continuous_update=False)
         self.k = W.BoundedIntText(value=k, min=1, max=max(1, len(v.images("synthetic"))), description="k",
                                   layout=W.Layout(width="140px"))
         self.alpha = 0.6
-        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat(auto-fill, {THUMB + 20}px)",
-                                              grid_gap="8px"))
+        card = max(1, len(methods)) * (THUMB + 8) + 12
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=f"repeat(auto-fill, {card}px)",
+                                              grid_gap="12px"))
         self.message = W.HTML()
         self.explorer_box = W.VBox()
         self.shown: list[str] = []
@@ -107,31 +115,39 @@ class Gallery(W.VBox):
         self.grid.children = [self._card(im, row) for im, row in table.iterrows()]
         self.last_redraw_s = time.perf_counter() - t0
 
-    def _thumb(self, image: str) -> np.ndarray:
-        v, m = self.view, self.method.value
-        rgb = v.rgb(image)
-        rgb = note_rgb(v.input_size) if rgb is None else rgb
-        score = v.score(m, image)
-        mask = v.mask(m, image)
-        thr = v.threshold(m, image)
-        hit = mask if mask is not None else (np.nan_to_num(score, nan=-np.inf) > thr if thr is not None
-                                             else np.isfinite(score))
-        lo, hi, log = score_range(score, thr)
-        return overlay(rgb, score, hit, lo, hi, self.alpha, log=log)
+    def _panels(self, image: str) -> list[Panel]:
+        """Every map of the store over ``image`` at its calibrated threshold."""
+        return [map_panel(self.view, m, image, alpha=self.alpha) for m in self.view.methods()]
 
     def _caption(self, image: str, row) -> str:
+        """The image id, each map's share of the image, and the ranking figures."""
+        shares = []
+        for m in self.view.methods():
+            row_m = self.view.image_summary(m, image)
+            if row_m is not None:
+                shares.append(area_words(m, row_m["area"]).replace("of the image ", ""))
         area = "n/a" if np.isnan(row["area"]) else f"{100 * row['area']:.1f}%"
         realism = f" · realism {row['realism']:.3g}" if "realism" in row and np.isfinite(row["realism"]) else ""
-        return f"{image}\narea {area} · max {row['max']:.3g} · mean {row['mean']:.3g}{realism}"
+        return (f"{image}\n" + (" · ".join(shares) + "\n" if shares else "")
+                + f"{self.method.value} area {area} · max {row['max']:.3g} · mean {row['mean']:.3g}{realism}")
 
     def _card(self, image: str, row) -> W.VBox:
-        img = W.Image(value=png(self._thumb(image)), format="png",
-                      layout=W.Layout(width=f"{THUMB}px", height=f"{THUMB}px"))
-        cap = W.HTML(f"<div style='font-size:11px;width:{THUMB}px;overflow-wrap:anywhere'>"
+        thumbs = []
+        for m, p in zip(self.view.methods(), self._panels(image)):
+            summary = self.view.image_summary(m, image)
+            line = area_words(m, summary["area"]) if summary is not None else not_scored(self.view, m, image)
+            head = f"<b>{esc(map_question(m))}</b><br>{esc(line)}"
+            thumbs.append(W.VBox([W.HTML(f"<div style='font-size:11px;line-height:1.3;width:{THUMB}px;min-height:58px'>"
+                                         f"{head}</div>"),
+                                  W.Image(value=png(p.rgb), format="png",
+                                          layout=W.Layout(width=f"{THUMB}px", height="auto", max_height=f"{THUMB}px",
+                                                          object_fit="contain"))],
+                                 layout=W.Layout(margin="0 8px 0 0")))
+        cap = W.HTML("<div style='font-size:11px;line-height:1.3;overflow-wrap:anywhere'>"
                      + esc(self._caption(image, row)).replace("\n", "<br>") + "</div>")
         btn = W.Button(description="open in Explorer", layout=W.Layout(width=f"{THUMB}px"))
         btn.on_click(lambda b, im=image: self.open_image(im))
-        return W.VBox([img, cap, btn])
+        return W.VBox([cap, W.HBox(thumbs), btn])
 
     def open_image(self, image: str):
         """Show ``image`` in the Explorer (made on first use) below the grid."""
@@ -146,19 +162,39 @@ class Gallery(W.VBox):
         self.explorer_box.children = [self.explorer]
         return self.explorer
 
+    def share_table(self):
+        """The shown images (rows, in order) by map (columns titled by their questions): the share
+        of the image inside the map's mask; NaN where the map does not score the image."""
+        import pandas as pd
+
+        cols = {}
+        for m in self.view.methods():
+            rows = [self.view.image_summary(m, im) for im in self.shown]
+            cols[f"{map_question(m)} ({m})"] = [np.nan if r is None else r["area"] for r in rows]
+        return pd.DataFrame(cols, index=pd.Index(self.shown, name="image"))
+
     # -- static ---------------------------------------------------------------------------
-    def figure(self, ncols: int = 4):
-        panels = [Panel(self._caption(im, self.ranking().loc[im]), self._thumb(im)) for im in self.shown]
-        return panels_figure(panels or [Panel("no images", note="nothing to show")], ncols=min(ncols, max(1, len(panels))),
-                             size=3.0, suptitle=f"Gallery: top {len(panels)} synthetic images by "
-                                                f"{self.sort.value} ({self.method.value} map; overlay = flagged pixels)")
+    def figure(self):
+        """The shown images as a static figure: one row per image, one column per map."""
+        rows = []
+        for im in self.shown:
+            panels = self._panels(im)
+            panels[0].title = f"{im}\n{panels[0].title}"
+            rows.append(panels)
+        if not rows:
+            rows = [[Panel("no images", note="nothing to show")]]
+        return panels_figure(rows, size=3.0, suptitle=f"Gallery: top {len(self.shown)} synthetic images by "
+                                                      f"{self.sort.value} of the {self.method.value} map; heat: the "
+                                                      "score, outline: the mask (score above its calibrated threshold)")
 
     def static_html(self) -> str:
         v = self.view
         head = banner_html(v.attrs) + header_html(v, "Gallery") + "<br>"
         if self._unavailable():
             return head + note_html(self._unavailable())
-        return head + figure_html(self.figure(), "gallery of synthetic images")
+        shares = self.share_table().map(lambda v: "n/a" if not np.isfinite(v) else f"{100 * v:.1f}%")
+        return (head + figure_html(self.figure(), "gallery of synthetic images")
+                + "<p><b>Share of each image inside each map's mask</b></p>" + shares.to_html(escape=True))
 
     def _repr_mimebundle_(self, **kwargs):
         return static_fallback(super()._repr_mimebundle_(**kwargs), self)

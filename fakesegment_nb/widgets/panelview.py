@@ -11,17 +11,23 @@ __all__ = ["PanelView"]
 
 
 class PanelView(W.VBox):
-    """A panel in a widget: HTML title, PNG image (or a note) and an HTML colour bar."""
+    """A panel in a widget: HTML title, PNG image (or a note) and an HTML colour bar.
 
-    def __init__(self, name: str = "fakesegment-panel", width: int = 300):
+    The image keeps its aspect ratio: ``width`` pixels wide, at most as high (a tall image is
+    fitted into the square).
+    """
+
+    def __init__(self, name: str = "fakesegment-panel", width: int = 300, extra: str | None = None):
         self.title = W.HTML()
-        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height=f"{width}px",
-                                                           object_fit="contain"))
+        self.image = W.Image(format="png", layout=W.Layout(width=f"{width}px", height="auto",
+                                                           max_height=f"{width}px", object_fit="contain"))
         self.note = W.HTML(layout=W.Layout(width=f"{width}px"))
         self.cbar = W.HTML()
         super().__init__([self.title, self.image, self.note, self.cbar],
                          layout=W.Layout(margin="0 12px 0 0"))
         self.add_class(name)  # a stable handle for browser tests and custom CSS
+        if extra:
+            self.add_class(extra)
         self.panel: Panel | None = None
 
     def show(self, panel: Panel) -> None:

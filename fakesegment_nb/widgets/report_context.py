@@ -18,7 +18,8 @@ from .explorer import Explorer
 from .gallery import Gallery
 from .markup import banner_html, note_html, store_label
 from .plots import gap_profile_figure
-from .render import Panel, figure_html, note_rgb, panels_figure
+from .mappanels import MAP_METHODS_EXPLAINED, map_question, picture
+from .render import EDGE, Panel, figure_html, panels_figure
 from .storeview import StoreView, layer_list
 
 __all__ = ["ReportContext"]
@@ -31,7 +32,9 @@ class ReportContext:
     ----------
     store : store path or URL.
     layers : layer names (list or comma-separated string; None = all).
-    method : map method for the gallery and explorer (None = the store's first).
+    method : the map that ranks the gallery and that the explorer's region and drivers follow
+        (None = the store's first: ``domain``, ``reference``, ``paired`` in that order); every
+        map of the store is shown.
     top_k : images in the gallery.
     title : report title.
     parameters : everything the notebook was given, for the header.
@@ -156,14 +159,41 @@ class ReportContext:
             return HTML(note_html(f"no finite realism score for layer {layer} (see the gap profile's notes)"))
         panels = []
         for r in t.itertuples():
-            rgb = self.view.rgb(r.image)
-            panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}",
-                                note_rgb(self.view.input_size) if rgb is None else rgb))
+            h, w = self.view.original_size(r.image)
+            panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}", picture(self.view, r.image),
+                                xlabel="x (image px)", ylabel="y (image px)", extent=(0, w, h, 0)))
         fig = panels_figure(panels, ncols=min(4, len(panels)), size=3.0,
                             suptitle=f"Least realistic synthetic images ({layer} score: distance to the real "
                                      "images' distribution, 1 = a typical real image)")
         return HTML(figure_html(fig, "least realistic images")
                     + t.to_html(index=False, float_format=lambda x: f"{x:.3g}"))
+
+    def map_legend(self):
+        """What each map of the store answers and how it is drawn, as HTML (the report's map
+        section opens with it)."""
+        from IPython.display import HTML
+
+        if self.view is None:
+            return self._no_store()
+        methods = self.view.methods()
+        if not methods:
+            return HTML(note_html("no unrealistic-detail maps in this store: run `fakesegment maps --store ...`"))
+        edge = "rgb({},{},{})".format(*EDGE)
+
+        def fpr(m):
+            try:
+                return f"; mask at {100 * float(self.view.tree['maps'][m].attrs['fpr']):g}% false positives on real images"
+            except (KeyError, TypeError, ValueError):
+                return ""
+
+        items = "".join(f"<li><b>{html.escape(map_question(m).capitalize())}</b> (<code>{html.escape(m)}</code>): "
+                        f"{html.escape(MAP_METHODS_EXPLAINED.get(m, 'a map stored in maps/' + m) + fpr(m))}</li>"
+                        for m in methods)
+        return HTML("<p>Each image is shown at its own aspect ratio with every map of the store over it:</p>"
+                    f"<ul>{items}</ul><p>Heat: the map's score (its colour bar spans the image's 1st to 99th "
+                    f"percentile); <span style='color:{edge};background:#333;padding:0 3px'>outline</span>: the "
+                    "mask, where the score is above the threshold calibrated on real images. The percentage with "
+                    "each map is the share of the image inside its mask.</p>")
 
     def gallery(self):
         """The Gallery of the ``top_k`` synthetic images of ``method``'s maps."""

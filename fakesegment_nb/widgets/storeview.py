@@ -15,10 +15,15 @@ import xarray as xr
 
 from ..errors import FakesegmentError, ImageError
 from ..images import load_rgb
+from ..resample import display_shape, resize_map
 from ..store import image_table, layer_names, open_store
 from .markup import banner_html, header_html, note_html
 
-__all__ = ["StoreView", "LRU", "layer_list", "store_header"]
+__all__ = ["StoreView", "LRU", "METHOD_ORDER", "layer_list", "store_header"]
+
+# the order maps are shown in: where an image looks rendered, then its unusual details, then
+# what differs from its real twin; methods unknown here follow, by name
+METHOD_ORDER = ("domain", "reference", "paired")
 
 
 class LRU(OrderedDict):
@@ -72,10 +77,12 @@ class StoreView:
         self.input_size = (int(size[0]), int(size[1]))
         self.domains = [d for d in ("real", "synthetic") if (self.table["domain"] == d).any()]
         self._rgb = LRU(48)
+        self._picture = LRU(48)
         self._fmap = LRU(512)
         self._maps = LRU(64)
         self._vectors = LRU(8)
         self._summaries: dict = {}
+        self._image_summaries: dict = {}
         self._stats = None
 
     # -- store facts ------------------------------------------------------------------------
@@ -124,6 +131,36 @@ class StoreView:
         return f"this store holds only {have} images; add {need} images with `fakesegment extract`"
 
     # -- pixels -----------------------------------------------------------------------------
+    def original_size(self, image: str) -> tuple[int, int]:
+        """The image's own ``(height, width)`` (the root's ``height``, ``width``); the input size
+        for a store that does not record it."""
+        try:
+            h, w = int(self.table.at[image, "height"]), int(self.table.at[image, "width"])
+        except (KeyError, TypeError, ValueError):
+            return self.input_size
+        return (h, w) if h > 1 and w > 1 else self.input_size
+
+    def display_shape(self, image: str) -> tuple[int, int]:
+        """The ``(height, width)`` the widgets draw ``image`` at: its own aspect ratio, the longer
+        side as long as the network input's longer side (the maps' own resolution)."""
+        return display_shape(self.original_size(image), max(self.input_size))
+
+    def picture(self, image: str) -> np.ndarray | None:
+        """The source image at :meth:`display_shape` (its own aspect ratio), or None when the file
+        cannot be read."""
+
+        def make():
+            try:
+                arr = load_rgb(self.table.at[image, "path"])
+            except ImageError:
+                return None
+            from PIL import Image
+
+            h, w = self.display_shape(image)
+            return np.asarray(Image.fromarray(arr).resize((w, h), Image.BILINEAR))
+
+        return self._picture.get_or(image, make)
+
     def rgb(self, image: str) -> np.ndarray | None:
         """The source image resized to the network input size (how the network saw it)."""
 
@@ -163,9 +200,12 @@ class StoreView:
 
     # -- maps -------------------------------------------------------------------------------
     def methods(self) -> list[str]:
+        """The map methods the store holds, in :data:`METHOD_ORDER` (others after, by name)."""
         if "maps" not in self.tree.children:
             return []
-        return sorted(m for m, node in self.tree["maps"].children.items() if "score" in node.ds)
+        have = [m for m, node in self.tree["maps"].children.items() if "score" in node.ds]
+        rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+        return sorted(have, key=lambda m: (rank.get(m, len(rank)), m))
 
     def score(self, method: str, image: str) -> np.ndarray:
         def make():
@@ -184,6 +224,21 @@ class StoreView:
 
         return self._maps.get_or((method, "mask", image), make)
 
+    def display_score(self, method: str, image: str) -> np.ndarray:
+        """The image's ``method`` score resized onto the image at :meth:`display_shape`
+        (:func:`fakesegment_nb.resample.resize_map`)."""
+        return self._maps.get_or((method, "display", image),
+                                 lambda: resize_map(self.score(method, image), self.display_shape(image)))
+
+    def display_mask(self, method: str, image: str, threshold: float | None = None) -> np.ndarray | None:
+        """The mask at :meth:`display_shape`: the resized score above ``threshold`` (default the
+        calibrated one); the stored mask resized (nearest) when the store has no threshold."""
+        thr = self.threshold(method, image) if threshold is None else threshold
+        if thr is not None:
+            return np.nan_to_num(self.display_score(method, image), nan=-np.inf) > thr
+        m = self.mask(method, image)
+        return None if m is None else resize_map(m, self.display_shape(image))
+
     def threshold(self, method: str, image: str | None = None) -> float | None:
         """The calibrated mask threshold the maps step recorded: per image (a ``threshold``
         variable, NaN where the method does not score the image) or one for the method (an
@@ -192,7 +247,9 @@ class StoreView:
         if "threshold" in node.ds.data_vars:
             if image is None:
                 return None
-            t = float(np.asarray(node["threshold"].isel(image=self.table.index.get_loc(image)).values))
+            every = self._maps.get_or((method, "threshold"),  # (image,): read once
+                                      lambda: np.asarray(node["threshold"].values, np.float64))
+            t = float(every[self.table.index.get_loc(image)])
             return t if np.isfinite(t) else None
         t = node.attrs.get("threshold")
         try:
@@ -203,21 +260,32 @@ class StoreView:
     def per_image_threshold(self, method: str) -> bool:
         return "threshold" in self.tree["maps"][method].ds.data_vars
 
-    def map_summary(self, method: str) -> pd.DataFrame:
-        """Per synthetic image: ``area`` (mask fraction), ``max`` and ``mean`` score."""
+    def image_summary(self, method: str, image: str) -> dict | None:
+        """``area`` (the mask's share of the image; NaN without a mask or threshold), ``max`` and
+        ``mean`` score of one image's ``method`` map; None where the map does not score it."""
 
         def make():
-            rows = []
-            for im in self.images("synthetic"):
-                s = self.score(method, im)
-                if not np.isfinite(s).any():
-                    continue
-                m = self.mask(method, im)
-                thr = self.threshold(method, im)
-                if m is None and thr is not None:
-                    m = np.nan_to_num(s, nan=-np.inf) > thr
-                rows.append({"image": im, "area": float(m.mean()) if m is not None else np.nan,
-                             "max": float(np.nanmax(s)), "mean": float(np.nanmean(s))})
+            s = self.score(method, image)
+            if not np.isfinite(s).any():
+                return None
+            m = self.mask(method, image)
+            thr = self.threshold(method, image)
+            if m is None and thr is not None:
+                m = np.nan_to_num(s, nan=-np.inf) > thr
+            return {"area": float(m.mean()) if m is not None else np.nan, "max": float(np.nanmax(s)),
+                    "mean": float(np.nanmean(s))}
+
+        key = (method, image)
+        if key not in self._image_summaries:  # three numbers an image: kept, not evicted
+            self._image_summaries[key] = make()
+        return self._image_summaries[key]
+
+    def map_summary(self, method: str) -> pd.DataFrame:
+        """Per synthetic image the map scores: ``area`` (mask fraction), ``max`` and ``mean`` score."""
+
+        def make():
+            rows = [{"image": im, **row} for im in self.images("synthetic")
+                    if (row := self.image_summary(method, im)) is not None]
             return pd.DataFrame(rows, columns=["image", "area", "max", "mean"]).set_index("image")
 
         if method not in self._summaries:
