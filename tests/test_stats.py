@@ -441,7 +441,8 @@ def handmade_sets(path, n_real=6, sizes=(("a", 5), ("b", 6)), seed=0):
     return path
 
 
-def test_a_real_image_added_makes_every_set_stale(tmp_path):
+def test_a_real_image_added_makes_every_set_stale(tmp_path, monkeypatch):
+    from fakesegment_nb import stats as stats_module
     from fakesegment_nb.stats import fingerprints
 
     store = handmade_sets(tmp_path / "s.zarr")
@@ -449,13 +450,24 @@ def test_a_real_image_added_makes_every_set_stale(tmp_path):
     before = fingerprints(store)
     assert cached_stats(store) is not None
     w = StoreWriter(store)
+    # a set added: the readers take the cached sets' rows and compute the new set's (writing nothing)
+    w.write_features(w.reserve(5), {"a": feats(5, c=4, h=6, w=6, seed=4)})
+    w.commit(pd.DataFrame({"image": [f"c/s{i}.png" for i in range(5)], "domain": "synthetic", "set": "c",
+                           "path": "x", "pair": "", "height": 1, "width": 1, "sha256": [f"c{i}" for i in range(5)]}))
+    asked = []
+    original = stats_module.layer_stats
+    monkeypatch.setattr(stats_module, "layer_stats", lambda *a, **k: asked.append(list(a[3])) or original(*a, **k))
+    profile = fs.gap_profile(store)
+    assert asked == [["c"]] and list(profile["set"]) == ["a", "b", "c"]
+    pd.testing.assert_frame_equal(profile, fs.gap_profile(store, cache=False))
+    assert cached_stats(store) is None and fingerprints(store)["a"] == before["a"]
     w.write_features(w.reserve(1), {"a": feats(1, c=4, h=6, w=6, seed=5)})
     w.commit(pd.DataFrame({"image": ["real/new.png"], "domain": ["real"], "set": [""], "path": ["x"], "pair": [""],
                            "height": [1], "width": [1], "sha256": ["new"]}))
     after = fingerprints(store)
     assert all(after[s] != before[s] for s in ("a", "b")) and cached_stats(store) is None
     t = fs.write_stats(store)
-    assert list(t.layers["n_real"]) == [7, 7] and list(t.layers["set"]) == ["a", "b"]
+    assert list(t.layers["n_real"]) == [7, 7, 7] and list(t.layers["set"]) == ["a", "b", "c"]
     # a cache written before sets (one fingerprint, no set column) reads as stale
     import zarr
 
