@@ -4,7 +4,11 @@
    one of N/4 (50): wall time and peak memory, each measured in a fresh child process
    (``resource.getrusage``: the child's peak RSS, and its RSS after imports, before the
    computation). The issue asks for peak(200) / peak(50) <= 1.3.
-2. Batched SSIM (:func:`fakesegment_nb.ssim.feature_ssim`) against a per-channel loop over
+2. With ``--sets``: two synthetic sets in one store against two stores of one set each (the same
+   files extracted): ``stats`` wall time of the two-set store against the sum of the two
+   single-set stores (it should be about the sum or less: the real images are read once), and of
+   the two-set store when its first set is cached and only the added one is computed.
+3. Batched SSIM (:func:`fakesegment_nb.ssim.feature_ssim`) against a per-channel loop over
    ``skimage.metrics.structural_similarity`` on the same stored feature maps: speed-up >= 20x,
    judged on float32, the precision ``pairs.csv`` computes SSIM in (float64 printed beside it).
 
@@ -13,7 +17,7 @@ random crops, flips and brightness of 8 photos as "real" images (96x96 px), each
 "synthetic" twin (noise and a colour cast), features of ``--model`` (default
 ``torchvision:resnet18``, random weights, layers layer1-layer4: 64x56x56 ... 512x7x7).
 
-    .venv/bin/python benchmarks/bench_stats.py [--n 200] [--model ssd300_vgg16]
+    .venv/bin/python benchmarks/bench_stats.py [--n 200] [--model ssd300_vgg16] [--sets]
 """
 
 from __future__ import annotations
@@ -44,10 +48,17 @@ def hwm_kib():  # peak RSS of this process; unlike ru_maxrss it is not inherited
 
 import fakesegment_nb as fs
 import torch  # the SSIM of the pairs table imports it: count it in the baseline
-store, out = sys.argv[1], sys.argv[2]
+store, out, stale = sys.argv[1], sys.argv[2], sys.argv[3:]
+if stale:  # the cache as it was before the sets named were added: only they are computed
+    import zarr
+    g = zarr.open_group(store, mode="r+", use_consolidated=False)
+    for name in g["stats"]:
+        attrs = dict(g["stats"][name].attrs)
+        attrs["fingerprints"] = {k: v for k, v in attrs["fingerprints"].items() if k not in stale}
+        g["stats"][name].attrs.put(attrs)
 base = hwm_kib()
 t = time.perf_counter()
-tables = fs.write_stats(store, out, recompute=True)
+tables = fs.write_stats(store, out, recompute=not stale)
 wall = time.perf_counter() - t
 print(json.dumps({"wall_s": wall, "peak_kib": hwm_kib(), "base_kib": base, "layers": len(tables.layers),
                   "pairs": len(tables.pairs)}))
@@ -96,10 +107,72 @@ def build_store(workdir: Path, n_images: int, model: str) -> Path:
     return store
 
 
-def run_stats(store: Path, out: Path) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(store), str(out)], check=True,
+def second_set(real: Path, dest: Path, seed: int = 1) -> Path:
+    """Another synthetic set of the same scenes: every real image with a warm cast, a blur and
+    less noise than the first set's twins (same file names: paired by stem)."""
+    from PIL import Image, ImageFilter
+
+    if dest.is_dir() and len(list(dest.iterdir())) == len(list(real.iterdir())):
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for p in sorted(real.iterdir()):
+        a = np.asarray(Image.open(p).filter(ImageFilter.GaussianBlur(1.0)), dtype=np.float64)
+        a = np.clip(a + np.array([12.0, 4.0, -8.0]) + rng.normal(0, 6, a.shape), 0, 255)
+        Image.fromarray(a.round().astype(np.uint8)).save(dest / p.name)
+    return dest
+
+
+def build_set_stores(workdir: Path, store: Path, n_images: int, model: str) -> dict[str, Path]:
+    """Beside ``store`` (its real images and the set ``synthetic``): ``v2`` alone (the same real
+    files and :func:`second_set`) and ``both`` (a copy of ``store`` with ``v2`` added)."""
+    import shutil
+
+    from fakesegment_nb.extract import extract
+
+    real = workdir / f"images_{n_images}" / "real"
+    v2 = second_set(real, workdir / f"images_{n_images}" / "v2")
+    tag = model.replace(":", "_")
+    out = {"synthetic": store, "v2": workdir / f"{tag}_{n_images}_v2.zarr", "both": workdir / f"{tag}_{n_images}_both.zarr"}
+    kw = dict(model=model, layers=MODELS.get(model), weights="random:0", batch_size=8, progress=False, set_name="v2")
+    if not (out["v2"] / "zarr.json").is_file():
+        extract(real, v2, out["v2"], **kw)
+    if not (out["both"] / "zarr.json").is_file():
+        shutil.copytree(store, out["both"])
+        extract(real, v2, out["both"], **kw)
+    return out
+
+
+def run_stats(store: Path, out: Path, stale: tuple[str, ...] = ()) -> dict:
+    """``write_stats`` in a child process: every set recomputed, or, with ``stale``, only those
+    sets (their cached rows made out of date first)."""
+    res = subprocess.run([sys.executable, "-c", CHILD, str(store), str(out), *stale], check=True,
                          capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def bench_sets(workdir: Path, store: Path, n_images: int, model: str, repeat: int = 1) -> None:
+    """Two sets in one store against one store per set: stats wall times, side by side (each run
+    recomputes and writes its store's cache; the added-set run then finds the first set cached)."""
+    stores = build_set_stores(workdir, store, n_images, model)
+    walls = {k: [] for k in ("synthetic", "v2", "both", "both, v2 added")}
+    peaks = {}
+    for _ in range(repeat):  # interleaved, so that a change of load hits every case alike
+        for name in ("synthetic", "v2", "both"):
+            r = run_stats(stores[name], workdir / "out_sets")
+            walls[name].append(r["wall_s"])
+            peaks[name] = r["peak_kib"]
+        walls["both, v2 added"].append(run_stats(stores["both"], workdir / "out_sets", ("v2",))["wall_s"])
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    n_real = n_images // 2
+    print(f"two sets in one store ({n_real} real images, sets of {n_real} and {n_real}) against a store per set, "
+          f"median of {repeat} interleaved run(s):")
+    for k, v in med.items():
+        print(f"  stats {k:15s}: wall {v:6.1f} s" + (f", peak RSS {peaks[k] / 1024:7.1f} MiB" if k in peaks else ""))
+    total = med["synthetic"] + med["v2"]
+    print(f"  two-set store / sum of the single-set stores: {med['both'] / total:.2f} "
+          f"({med['both']:.1f} s vs {total:.1f} s); adding v2 to the cached store / v2 alone: "
+          f"{med['both, v2 added'] / med['v2']:.2f}", flush=True)
 
 
 def _time(f, repeat: int) -> float:
@@ -174,6 +247,8 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", default="/tmp/fakesegment-bench-stats")
     p.add_argument("--ssim-pairs", type=int, default=8)
     p.add_argument("--strict", action="store_true", help="exit 1 when a criterion is missed")
+    p.add_argument("--sets", action="store_true", help="also time a store of two synthetic sets (section 2)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each case of --sets (the median is printed)")
     args = p.parse_args(argv)
     small = args.small or args.n // 4
     workdir = Path(args.workdir)
@@ -194,6 +269,9 @@ def main(argv=None) -> int:
     inc = (big["peak_kib"] - big["base_kib"]) / max(1, lit["peak_kib"] - lit["base_kib"])
     print(f"peak RSS ratio {args.n}/{small} images: {ratio:.2f} (<= 1.3 required: {'ok' if ratio <= 1.3 else 'FAIL'}); "
           f"ratio of the computation's increments: {inc:.2f}")
+
+    if args.sets:
+        bench_sets(workdir, stores[args.n], args.n, args.model, args.repeat)
 
     import torch
 

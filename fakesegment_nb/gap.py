@@ -182,17 +182,19 @@ EXTRA_FIELDS = ["c2st_lo", "c2st_hi", "c2st_chance", "folds", "permutations", "n
 
 def layer_gap(real, synthetic, fid_value: float | None = None, *, pair_of=None, folds: int = FOLDS,
               permutations: int = PERMUTATIONS, n_boot: int = BOOTSTRAP, seed: int = SEED,
-              scores: bool = True) -> LayerGap:
+              scores: bool = True, floor: tuple[float, str] | None = None) -> LayerGap:
     """Every gap figure of one layer from its per-image vectors (see the module docstring).
 
     ``fid_value``: the layer's ``fid`` when already known (else :func:`frechet` computes it).
+    ``floor``: ``fid_floor(real, seed=seed)`` when already known: it depends on the real vectors
+    only, so several synthetic sets measured against the same real images share it.
     ``scores``: also compute :func:`realism_scores` (else ``LayerGap.scores`` is empty).
     ``pair_of``: per synthetic vector, the row of its real pair or -1 (see :func:`c2st`).
     """
     x, y = two_samples(real, synthetic)
     f = frechet(x, y) if fid_value is None else float(fid_value)
     lo, hi, n1 = fid_interval(x, y, pair_of=pair_of, n_boot=n_boot, seed=seed, estimate=f)
-    floor, n2 = fid_floor(x, seed=seed)
+    floor, n2 = fid_floor(x, seed=seed) if floor is None else floor
     if np.isfinite(floor) and floor <= 0:
         ratio, n3 = np.nan, "fid_ratio: the noise floor is 0 (constant features?)"
     else:

@@ -3,9 +3,10 @@ assembles into its tables.
 
 Dask block reductions over the layer's chunks (per-image channel means, fraction active,
 non-finite images, the within-image scatter of the per-location vectors, and the mse / ssim /
-cosine of pairs), in blocks of about :data:`BLOCK_BYTES`; then, from the per-image vectors, the
-layer's ``fid``, ``kid``, ``patch_fd``, its gap (:func:`fakesegment_nb.gap.layer_gap`), the
-per-image realism scores and the channel rows.
+cosine of pairs), in blocks of about :data:`BLOCK_BYTES`, the real images' once; then, from the
+per-image vectors, for each synthetic set against all the real images: the layer's ``fid``,
+``kid``, ``patch_fd``, its gap (:func:`fakesegment_nb.gap.layer_gap`), the per-image realism
+scores and the channel rows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 
-from .gap import layer_gap
+from .gap import fid_floor, layer_gap
 from .metrics import cohens_d, fid, frechet_from_moments, kid
 from .realism import realism_scores
 from .store import feature_layer
@@ -131,53 +132,71 @@ def _patch_fd(vr, sr, vs, ss, hw: int) -> float:
     return frechet_from_moments(*a, *b)
 
 
-def layer_stats(tree, layer: str, domains: np.ndarray, pairs: tuple[np.ndarray, np.ndarray],
-                 want: set) -> dict:
+def layer_stats(tree, layer: str, real: np.ndarray, sets: dict[str, np.ndarray],
+                pairs: tuple[np.ndarray, np.ndarray], want: set) -> dict:
     """One pass over ``layer`` of the store ``tree`` for the tables named in ``want``.
 
-    ``domains``: each stored image's domain, in store order; ``pairs``: the store positions of
-    (synthetic image, its real partner), as :func:`fakesegment_nb.store.partners` gives them.
-    Returns ``channels, height, width`` and, as asked, ``layer_row`` (a dict of ``layers.csv``
-    columns), ``gap_row``, ``channel_rows`` (a DataFrame), ``scores`` (one per synthetic image)
-    and ``pairs`` (``(n_pairs, 3)``: mse, ssim, cosine).
+    ``real``: the store positions of the real images; ``sets``: per synthetic set, the store
+    positions of its images; ``pairs``: the store positions of (synthetic image, its real
+    partner), as :func:`fakesegment_nb.store.partners` gives them, for the pairs to measure.
+    The real images are read once whatever the number of sets; each set is compared with all of
+    them, and its figures are those of a store that holds that set alone (the same functions on
+    the same vectors, seeded alike).
+
+    Returns ``channels, height, width``, ``pairs`` when asked for (``(n_pairs, 3)``: mse, ssim,
+    cosine) and ``sets``: per set, as asked, ``layer_row`` (a dict of ``layers.csv`` columns),
+    ``gap_row``, ``channel_rows`` (a DataFrame) and ``scores`` (one per image of the set).
     """
     feats = _dask_features(tree, layer)
     _, c, h, w = feats.shape
     k = _block_size(c, h, w)
-    idx_r, idx_s = np.flatnonzero(domains == "real"), np.flatnonzero(domains == "synthetic")
     todo = {}
     if want & {"layers", "channels", "images", "gap"}:
-        todo["real"] = _domain_parts(feats, idx_r, k)
-        todo["synthetic"] = _domain_parts(feats, idx_s, k)
+        todo["real"] = _domain_parts(feats, real, k)
+        todo["sets"] = {name: _domain_parts(feats, idx, k) for name, idx in sets.items()}
     if "pairs" in want and len(pairs[0]):
         todo["pairs"] = _pair_part(feats, *pairs, max(1, k // 2))
     (res,) = dask.compute(todo)
-    out = {"channels": c, "height": h, "width": w}
+    out = {"channels": c, "height": h, "width": w, "sets": {}}
     if "pairs" in res:
         out["pairs"] = res["pairs"]
     if "real" not in res:
         return out
-    r, s = res["real"], res["synthetic"]
-    vr, vs = r["vectors"], s["vectors"]
-    nonfinite = int(r["nonfinite"].sum() + s["nonfinite"].sum())
-    if nonfinite:
-        warnings.warn(f"layer {layer}: {nonfinite} images hold NaN or inf features (float16 overflow?); "
+    r = res["real"]
+    bad_real = int(r["nonfinite"].sum())
+    bad = {name: bad_real + int(s["nonfinite"].sum()) for name, s in res["sets"].items()}
+    total = bad_real + sum(n - bad_real for n in bad.values())
+    if total:
+        warnings.warn(f"layer {layer}: {total} images hold NaN or inf features (float16 overflow?); "
                       "their fid, kid and patch_fd are NaN", RuntimeWarning, stacklevel=3)
+    # the noise floor compares halves of the real images: one for every set
+    floor = fid_floor(r["vectors"]) if want & {"layers", "gap"} else None
+    pos_r = {g: i for i, g in enumerate(real)}
+    for name, idx in sets.items():
+        # pairs as rows of the real / the set's vectors: the gap's folds, bootstrap and scores keep twins together
+        pos_s = {g: i for i, g in enumerate(idx)}
+        pair_of = np.full(len(idx), -1)
+        for i_syn, i_real in zip(*pairs):
+            if i_syn in pos_s:
+                pair_of[pos_s[i_syn]] = pos_r[i_real]
+        out["sets"][name] = _set_stats(layer, r, res["sets"][name], pair_of, bad[name], floor, want, (c, h, w))
+    return out
+
+
+def _set_stats(layer: str, r: dict, s: dict, pair_of: np.ndarray, nonfinite: int, floor, want: set,
+               shape: tuple[int, int, int]) -> dict:
+    """The rows of one set from the reductions of the real images (``r``) and of the set's (``s``)."""
+    c, h, w = shape
+    vr, vs = r["vectors"], s["vectors"]
     nan = float("nan")
     fid_value = nan if nonfinite else fid(vr, vs)
-    out["layer_row"] = {"layer": layer, "fid": fid_value,
-                        "kid": nan if nonfinite else kid(vr, vs),
-                        "patch_fd": nan if nonfinite else _patch_fd(vr, r["scatter"], vs, s["scatter"], h * w),
-                        "n_real": len(vr), "n_synthetic": len(vs), "channels": c, "height": h,
-                        "width": w, "n_nonfinite": nonfinite}
-    # pairs as rows of vr / vs: the gap's folds, bootstrap and scores keep twins together
-    pair_of = np.full(len(idx_s), -1)
-    pos_r = {g: i for i, g in enumerate(idx_r)}
-    pos_s = {g: i for i, g in enumerate(idx_s)}
-    for i_syn, i_real in zip(*pairs):
-        pair_of[pos_s[i_syn]] = pos_r[i_real]
+    out = {"layer_row": {"layer": layer, "fid": fid_value,
+                         "kid": nan if nonfinite else kid(vr, vs),
+                         "patch_fd": nan if nonfinite else _patch_fd(vr, r["scatter"], vs, s["scatter"], h * w),
+                         "n_real": len(vr), "n_synthetic": len(vs), "channels": c, "height": h,
+                         "width": w, "n_nonfinite": nonfinite}}
     if want & {"layers", "gap"}:
-        gap = layer_gap(vr, vs, fid_value, pair_of=pair_of, scores=False)  # NaN + note if degenerate
+        gap = layer_gap(vr, vs, fid_value, pair_of=pair_of, scores=False, floor=floor)  # NaN + note if degenerate
         out["layer_row"].update(gap.columns)
         out["gap_row"] = {"layer": layer, **gap.extra}
     if "images" in want:

@@ -1,16 +1,21 @@
 """Domain statistics of a feature store: the tables behind ``fakesegment stats``.
 
-Three tables (DESIGN.md section 5; the CSV names and columns are a contract):
+Four tables (DESIGN.md section 5; the CSV names and columns are a contract, their schema is in
+:mod:`fakesegment_nb.stattables`), each with a ``set`` column:
 
-* ``layers.csv`` -- one row per layer: ``fid``, ``kid`` on the per-image vectors, and
+* ``layers.csv`` -- one row per (set, layer): ``fid``, ``kid`` on the per-image vectors, and
   ``patch_fd``, the Fréchet distance between Gaussians fitted to the per-location feature
   vectors (every ``(y, x)`` of every image), which stays meaningful with few images.
-* ``channels.csv`` -- one row per (layer, channel): per-domain mean and std (ddof=1) of the
+* ``channels.csv`` -- one row per (set, layer, channel): per-domain mean and std (ddof=1) of the
   per-image channel means, the fraction of positive activations, Cohen's d.
 * ``pairs.csv`` -- one row per (paired synthetic image, layer): ``mse``, ``ssim``, ``cosine``.
 * ``images.csv`` -- one row per (synthetic image, layer), plus a ``fused`` layer: ``score``
-  (higher = less realistic) and ``rank`` (1 = least realistic) from
+  (higher = less realistic) and ``rank`` (1 = least realistic within its set and layer) from
   :func:`fakesegment_nb.realism.realism_scores`.
+
+Every synthetic set of the store (:func:`fakesegment_nb.store.set_names`) is compared with all
+of its real images, and its rows equal those of a store that holds that set alone: the real
+images are read once, the same seeded functions run on the same vectors per set.
 
 ``layers.csv`` also carries the gap on one scale (:mod:`fakesegment_nb.gap`): ``fid_lo,
 fid_hi`` (bootstrap interval), ``fid_floor`` and ``fid_ratio``, ``c2st_auroc`` and ``c2st_p``;
@@ -19,88 +24,54 @@ saying why a value is NaN. All of it comes from the per-image vectors the pass o
 computes anyway.
 
 Everything is a dask reduction over the chunked store, a layer at a time, in blocks of a few
-MiB (:mod:`fakesegment_nb.layerstats`): memory grows with the number of images only through the ``(images, channels)`` table of
-per-image vectors. A running ``dask.distributed.Client`` is used when there is one.
+MiB (:mod:`fakesegment_nb.layerstats`): memory grows with the number of images only through the
+``(images, channels)`` table of per-image vectors. A running ``dask.distributed.Client`` is
+used when there is one. The tables are cached per set in the store's ``stats/`` group
+(:mod:`fakesegment_nb.statcache`): a set added to a store costs only its own statistics.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
-from . import __version__
-from .errors import FakesegmentError
-from .gap import EXTRA_FIELDS, GAP_FIELDS
+from .errors import FakesegmentError, ParameterError
+from .gap import GAP_FIELDS
 from .layerstats import layer_stats
-from .store import as_strings, as_tree, image_table, layer_names, partners
-from .writer import consolidate
+from .statcache import cached_sets, fingerprints, merge_tables, write_cache
+from .stattables import (CHANNEL_COLUMNS, COLUMNS, FUSED, GAP_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS,
+                         TABLES, StatsTables, by_set, image_rows, select_set, table)
+from .store import as_tree, image_table, layer_names, partners, set_names
 
-__all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprint", "StatsTables",
+__all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprints", "StatsTables",
            "layer_table", "channel_table", "pair_table", "image_scores", "gap_profile", "compare_stores",
            "LAYER_COLUMNS", "CHANNEL_COLUMNS", "PAIR_COLUMNS", "IMAGE_COLUMNS", "GAP_COLUMNS", "COMPARE_EXTRA",
            "FUSED", "TABLES", "COLUMNS"]
 
-LAYER_COLUMNS = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", "channels", "height",
-                 "width", "n_nonfinite", *GAP_FIELDS]
-CHANNEL_COLUMNS = ["layer", "channel", "mean_real", "std_real", "mean_synthetic", "std_synthetic",
-                   "active_real", "active_synthetic", "effect_size"]
-PAIR_COLUMNS = ["image", "pair", "layer", "mse", "ssim", "cosine"]
-IMAGE_COLUMNS = ["image", "layer", "score", "rank"]
-GAP_COLUMNS = ["layer", *EXTRA_FIELDS]
 COMPARE_EXTRA = ["c2st_lo", "c2st_hi", "c2st_chance"]
-FUSED = "fused"  # the layer name of images.csv's rows that fuse every layer's score
-TABLES = ("layers", "channels", "pairs", "images", "gap")
-COLUMNS = {"layers": LAYER_COLUMNS, "channels": CHANNEL_COLUMNS, "pairs": PAIR_COLUMNS, "images": IMAGE_COLUMNS,
-           "gap": GAP_COLUMNS}
-_STRING_COLUMNS = ("layer", "image", "pair", "note")
-
-
-@dataclass
-class StatsTables:
-    """The tables of a store (``pairs`` is empty when the store has no pairs; ``images`` and
-    ``gap`` are empty when not computed)."""
-
-    layers: pd.DataFrame
-    channels: pd.DataFrame
-    pairs: pd.DataFrame
-    images: pd.DataFrame = None
-    gap: pd.DataFrame = None
-
-    def __post_init__(self):
-        for name in ("images", "gap"):
-            if getattr(self, name) is None:
-                setattr(self, name, _table([], COLUMNS[name]))
-
-    def __getitem__(self, name: str) -> pd.DataFrame:
-        return getattr(self, name)
 
 
 # --------------------------------------------------------------------------------------------
 # whole store
 
 
-def fingerprint(store) -> str:
-    """What the cached statistics depend on: images, domains, contents, pairs, network, version."""
-    tree = as_tree(store)
-    images = image_table(tree)
-    h = hashlib.sha256()
-    h.update(json.dumps({k: tree.attrs.get(k) for k in ("model", "weights", "layers", "input_size")},
-                        sort_keys=True, default=str).encode())
-    h.update(__version__.encode())
-    for col in ("domain", "sha256", "pair"):
-        h.update("\0".join(images[col].astype(str)).encode())
-    h.update("\0".join(images.index.astype(str)).encode())
-    return h.hexdigest()
+def _check_sets(images: pd.DataFrame, sets) -> list[str]:
+    """``sets`` (default: every set of the store) in store order, each checked to be a set."""
+    known = set_names(images)
+    if sets is None:
+        return known
+    asked = [sets] if isinstance(sets, str) else list(sets)
+    unknown = [s for s in asked if s not in known]
+    if unknown:
+        raise ParameterError("set_name", f"{unknown[0]!r} is not a synthetic set of the store; it has "
+                                         + (", ".join(map(repr, known)) or "none"))
+    return [s for s in known if s in asked]
 
 
-def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
+def compute_stats(store, tables=TABLES, layers=None, sets=None) -> StatsTables:
     """Compute the statistics tables of a store (no cache), a layer at a time.
 
     Parameters
@@ -110,12 +81,14 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         compute; the others come back empty (all but pairs share one pass over the store;
         ``gap`` comes with ``layers``).
     layers : layer names (default: all, in network order).
+    sets : synthetic set names (default: all, :func:`~fakesegment_nb.store.set_names`); each is
+        compared with all the real images, as if the store held that set alone.
 
     Raises
     ------
     FakesegmentError
         The store has no real or no synthetic images (every table compares the two), or an
-        unknown layer or table is asked for.
+        unknown layer, set (``ParameterError`` naming ``set_name``) or table is asked for.
     """
     tree = as_tree(store)
     want = set(tables)
@@ -129,190 +102,147 @@ def compute_stats(store, tables=TABLES, layers=None) -> StatsTables:
         raise FakesegmentError(f"the store has no {' and no '.join(empty)} images "
                                f"({counts['real']} real, {counts['synthetic']} synthetic); "
                                "domain statistics compare real with synthetic")
+    names = _check_sets(images, sets)
+    if not names:
+        return StatsTables(*(table([], COLUMNS[n]) for n in TABLES))
     pairs = partners(images)
+    pairs = pairs[pairs["set"].isin(names)].reset_index(drop=True)
+    in_set = images["set"].to_numpy(dtype=object)
+    members = {name: np.flatnonzero((domains == "synthetic") & (in_set == name)) for name in names}
     layers = layer_names(tree) if layers is None else list(layers)
     if "gap" in want:
         want.add("layers")
-    layer_rows, channel_rows, pair_rows, gap_rows, scores = [], [], [], [], {}
+    rows = {name: {"layers": [], "channels": [], "gap": [], "scores": {}} for name in names}
+    pair_rows = []
     for layer in layers:
-        res = layer_stats(tree, layer, domains, (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
-        if "layer_row" in res:
-            layer_rows.append(res["layer_row"])
-            channel_rows.append(res["channel_rows"])
-        if "gap_row" in res:
-            gap_rows.append(res["gap_row"])
-        if "scores" in res:
-            scores[layer] = res["scores"]
+        res = layer_stats(tree, layer, np.flatnonzero(domains == "real"), members,
+                          (pairs["i_syn"].to_numpy(), pairs["i_real"].to_numpy()), want)
+        for name, part in res["sets"].items():
+            mine = rows[name]
+            mine["layers"].append({"set": name, **part["layer_row"]})
+            mine["channels"].append(part["channel_rows"].assign(set=name))
+            if "gap_row" in part:
+                mine["gap"].append({"set": name, **part["gap_row"]})
+            if "scores" in part:
+                mine["scores"][layer] = part["scores"]
         if "pairs" in res:
             pair_rows.append(pd.DataFrame({"image": pairs["image"].to_numpy(), "pair": pairs["pair"].to_numpy(),
-                                           "layer": layer, "mse": res["pairs"][:, 0],
-                                           "ssim": res["pairs"][:, 1], "cosine": res["pairs"][:, 2]}))
-    def keep(name, rows, columns, records=False):
+                                           "layer": layer, "mse": res["pairs"][:, 0], "ssim": res["pairs"][:, 1],
+                                           "cosine": res["pairs"][:, 2], "set": pairs["set"].to_numpy()}))
+
+    def keep(name, records=False):
         # rows of a table not asked for may lack its columns (the layer rows without "gap")
-        return _table(rows, columns, records) if name in want else _table([], COLUMNS[name])
+        if name not in want:
+            return table([], COLUMNS[name])
+        return table([r for n in names for r in rows[n][name]], COLUMNS[name], records)
 
-    return StatsTables(keep("layers", layer_rows, LAYER_COLUMNS, records=True),
-                       keep("channels", channel_rows, CHANNEL_COLUMNS),
-                       _sort_pairs(_table(pair_rows, PAIR_COLUMNS), pairs, layers),
-                       _image_rows(images.index[domains == "synthetic"], scores),
-                       keep("gap", gap_rows, GAP_COLUMNS, records=True))
-
-
-def _image_rows(synthetic_ids, scores: dict) -> pd.DataFrame:
-    """``images.csv``: per layer (network order, then ``fused``), the synthetic images by
-    score, least realistic first. ``fused`` = the mean over layers of an image's finite
-    per-layer scores (every layer's score is in units of a typical real image's distance, so
-    they share a scale); ``rank`` is NaN where the score is."""
-    if not scores:
-        return _table([], IMAGE_COLUMNS)
-    ids = np.asarray(synthetic_ids, dtype=object)
-    if len(scores) > 1 or FUSED not in scores:
-        stacked = np.vstack(list(scores.values()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an image with no finite score: NaN
-            scores = {**scores, FUSED: np.nanmean(stacked, axis=0)}
-    parts = []
-    for layer, sc in scores.items():
-        df = pd.DataFrame({"image": ids, "layer": layer, "score": np.asarray(sc, dtype=float)})
-        df["rank"] = df["score"].rank(method="first", ascending=False).astype("Int64")
-        parts.append(df.sort_values("rank", na_position="last", kind="stable"))
-    return pd.concat(parts, ignore_index=True)[IMAGE_COLUMNS]
+    return StatsTables(keep("layers", records=True), keep("channels"),
+                       _sort_pairs(table(pair_rows, PAIR_COLUMNS), pairs, layers, names),
+                       table([image_rows(images.index[members[n]], rows[n]["scores"], n) for n in names],
+                             IMAGE_COLUMNS),
+                       keep("gap", records=True))
 
 
-def _table(parts, columns, records=False) -> pd.DataFrame:
-    if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in _STRING_COLUMNS else "Int64" if c == "rank" else float)
-                             for c in columns})
-    df = pd.DataFrame.from_records(parts) if records else pd.concat(parts, ignore_index=True)
-    return df[columns].reset_index(drop=True)
-
-
-def _sort_pairs(df: pd.DataFrame, pairs: pd.DataFrame, layers: list[str]) -> pd.DataFrame:
+def _sort_pairs(df: pd.DataFrame, pairs: pd.DataFrame, layers: list[str], names: list[str]) -> pd.DataFrame:
+    """Pair rows set by set, then in store order of the synthetic image, then by layer."""
     if df.empty:
         return df
     order = {im: i for i, im in enumerate(pairs["image"])}
     lorder = {l: i for i, l in enumerate(layers)}
     key = df["image"].map(order) * len(layers) + df["layer"].map(lorder)
-    return df.iloc[np.argsort(key.to_numpy(), kind="stable")].reset_index(drop=True)
+    return by_set([df.iloc[np.argsort(key.to_numpy(), kind="stable")]], names, PAIR_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------
-# cache in the store's stats/ group
+# the cache in the store's stats/ group, and the readers
 
 
 def cached_stats(store) -> StatsTables | None:
-    """The tables cached in the store's ``stats/`` group, or None if absent or out of date."""
+    """The tables cached in the store's ``stats/`` group, or None if absent or out of date for
+    any set."""
     tree = as_tree(store)
-    if "stats" not in tree.children or "layers" not in tree["stats"].children:
-        return None
-    fp = fingerprint(tree)
-    out = {}
-    for name, columns in COLUMNS.items():
-        node = tree["stats"].children.get(name)
-        if node is None:
-            if name == "pairs" and tree["stats/layers"].attrs.get("has_pairs") is False:
-                out[name] = _table([], columns)
-                continue
-            return None  # absent, or written before this table existed
-        if node.attrs.get("fingerprint") != fp:
-            return None
-        df = node.to_dataset(inherit=False).load().to_dataframe().reset_index(drop=True)
-        if not set(columns) <= set(df.columns):
-            return None  # written by a version with fewer columns
-        for col in _STRING_COLUMNS:
-            if col in df:
-                df[col] = as_strings(df[col].to_numpy())
-        if "rank" in df:
-            df["rank"] = df["rank"].round().astype("Int64")
-        out[name] = df[columns]
-    return StatsTables(**out)
+    hit, fresh = cached_sets(tree)
+    return hit if fresh and fresh == set_names(tree) else None
 
 
-def _write_cache(url: str, tables: StatsTables, fp: str) -> None:
-    import zarr
-
-    for name in TABLES:
-        df = tables[name]
-        if df.empty:
-            continue
-        ds = xr.Dataset({c: ("row", df[c].to_numpy(dtype=object) if df[c].dtype == object
-                              else df[c].to_numpy(dtype=float, na_value=np.nan) if c == "rank"
-                              else df[c].to_numpy())
-                         for c in df.columns},
-                        attrs={"fingerprint": fp, "has_pairs": not tables.pairs.empty})
-        ds.to_zarr(url, group=f"stats/{name}", mode="w", consolidated=False, zarr_format=3)
-    if tables.pairs.empty:
-        g = zarr.open_group(url, mode="a", zarr_format=3, use_consolidated=False)
-        if "stats" in g and "pairs" in g["stats"]:
-            del g["stats"]["pairs"]
-    consolidate(url)  # plain xr.open_datatree users see the new tables at once
+def _tables(store, cache: bool, tables=TABLES, layers=None, set_name: str | None = None) -> StatsTables:
+    """The tables of ``set_name`` (None: every set): the cache's rows of the sets it holds up to
+    date (when ``cache``), the others computed (``tables`` and ``layers`` only; nothing is
+    written)."""
+    tree = as_tree(store)
+    images = image_table(tree)
+    wanted = _check_sets(images, None if set_name is None else [set_name])
+    if not wanted:  # no synthetic images: compute_stats says why there is nothing to compare
+        return compute_stats(tree, tables, layers=layers)
+    hit, fresh = cached_sets(tree) if cache else (None, [])
+    stale = [s for s in wanted if s not in fresh]
+    if not stale:
+        return merge_tables([hit], wanted)
+    new = compute_stats(tree, tables, layers=layers, sets=stale)
+    return new if hit is None else merge_tables([hit, new], wanted)
 
 
 def domain_stats(store, cache: bool = True) -> StatsTables:
-    """All three tables: from the store's ``stats/`` cache when it is up to date, else computed.
+    """All the tables, every set's rows: from the store's ``stats/`` cache for the sets it holds
+    up to date, the others computed.
 
     Parameters
     ----------
     store : store path / URL or an opened DataTree.
-    cache : read the cache if fresh (nothing is written; :func:`write_stats` does that).
+    cache : read the cache (nothing is written; :func:`write_stats` does that).
     """
-    tree = as_tree(store)
-    if cache:
-        hit = cached_stats(tree)
-        if hit is not None:
-            return hit
-    return compute_stats(tree)
+    return _tables(store, cache)
 
 
-def layer_table(store, cache: bool = True) -> pd.DataFrame:
-    """``layers.csv`` as a DataFrame: one row per layer, ``fid, kid, patch_fd, n_real, ...,
-    fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p``."""
-    tree = as_tree(store)
-    hit = cached_stats(tree) if cache else None
-    return hit.layers if hit is not None else compute_stats(tree, ("layers",)).layers
+def layer_table(store, cache: bool = True, set_name: str | None = None) -> pd.DataFrame:
+    """``layers.csv`` as a DataFrame: one row per (set, layer), ``set, layer, fid, kid,
+    patch_fd, n_real, ..., fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p``;
+    ``set_name`` picks one set's rows."""
+    return _tables(store, cache, ("layers",), set_name=set_name).layers
 
 
-def _layer_rows(store, name: str, layer: str | None, cache: bool) -> pd.DataFrame:
+def _layer_rows(store, name: str, layer: str | None, cache: bool, set_name: str | None) -> pd.DataFrame:
     """Table ``name`` from the cache (or computed for ``layer`` only), cut to ``layer``'s rows."""
-    tree = as_tree(store)
-    hit = cached_stats(tree) if cache else None
-    if hit is not None:
-        df = hit[name]
-    else:
-        df = compute_stats(tree, (name,), layers=None if layer is None else [layer])[name]
+    df = _tables(store, cache, (name,), layers=None if layer is None else [layer], set_name=set_name)[name]
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
 
 
-def gap_profile(store, cache: bool = True) -> pd.DataFrame:
-    """The gap profile: one row per layer, in network order, with the ``layers.csv`` columns and
-    the ``gap`` table's (``c2st_lo, c2st_hi, c2st_chance, folds, permutations, note``)."""
-    tree = as_tree(store)
-    hit = cached_stats(tree) if cache else None
-    t = hit if hit is not None else compute_stats(tree, ("layers", "gap"))
-    return t.layers.merge(t.gap, on="layer", how="left")
+def gap_profile(store, cache: bool = True, set_name: str | None = None) -> pd.DataFrame:
+    """The gap profile: one row per (set, layer), set by set in store order, layers in network
+    order, with the ``layers.csv`` columns and the ``gap`` table's (``c2st_lo, c2st_hi,
+    c2st_chance, folds, permutations, note``); ``set_name`` picks one set's rows.
+
+    One line per set: ``for name, rows in gap_profile(store).groupby("set", sort=False)``.
+    """
+    t = _tables(store, cache, ("layers", "gap"), set_name=set_name)
+    return t.layers.merge(t.gap, on=["set", "layer"], how="left")
 
 
-def image_scores(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
-    """``images.csv`` as a DataFrame: ``image, layer, score, rank`` per synthetic image and layer
-    (and ``fused``), least realistic first within each layer; ``layer`` picks one layer's rows."""
-    tree = as_tree(store)
-    hit = cached_stats(tree) if cache else None
-    df = hit.images if hit is not None else compute_stats(tree, ("images",)).images
+def image_scores(store, layer: str | None = None, cache: bool = True, set_name: str | None = None) -> pd.DataFrame:
+    """``images.csv`` as a DataFrame: ``image, layer, score, rank, set`` per synthetic image and
+    layer (and ``fused``), least realistic first within each set and layer; ``layer`` and
+    ``set_name`` pick rows."""
+    df = _tables(store, cache, ("images",), set_name=set_name).images
     return df if layer is None else df[df["layer"] == layer].reset_index(drop=True)
 
 
-def channel_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
-    """``channels.csv`` as a DataFrame (optionally one layer's rows), one row per channel."""
-    return _layer_rows(store, "channels", layer, cache)
+def channel_table(store, layer: str | None = None, cache: bool = True, set_name: str | None = None) -> pd.DataFrame:
+    """``channels.csv`` as a DataFrame (optionally one layer's and one set's rows), one row per
+    (set, layer, channel)."""
+    return _layer_rows(store, "channels", layer, cache, set_name)
 
 
-def pair_table(store, layer: str | None = None, cache: bool = True) -> pd.DataFrame:
-    """``pairs.csv`` as a DataFrame: ``image, pair, layer, mse, ssim, cosine`` (empty if no pairs)."""
-    return _layer_rows(store, "pairs", layer, cache)
+def pair_table(store, layer: str | None = None, cache: bool = True, set_name: str | None = None) -> pd.DataFrame:
+    """``pairs.csv`` as a DataFrame: ``image, pair, layer, mse, ssim, cosine, set`` (empty if no
+    pairs); ``layer`` and ``set_name`` pick rows."""
+    return _layer_rows(store, "pairs", layer, cache, set_name)
 
 
 def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
     """Compute (or reuse) the statistics, cache them in the store and write the CSV files.
+
+    Only the sets whose cached rows are out of date (or missing) are computed: adding a set to a
+    store costs that set's statistics, adding real images every set's.
 
     Parameters
     ----------
@@ -321,20 +251,24 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
         left alone).
     out_dir : folder for ``layers.csv``, ``channels.csv``, ``images.csv`` and, when the store
         has pairs, ``pairs.csv`` (a stale ``pairs.csv`` there is removed). None: cache only.
-    recompute : ignore an up-to-date cache.
+    recompute : ignore the cache: compute every set again.
 
     Returns
     -------
-    StatsTables
+    StatsTables, every set's rows.
     """
     if not isinstance(store, (str, Path)):
         raise FakesegmentError("write_stats needs the store's path or URL (it writes the stats/ group)")
     url = str(store)
     tree = as_tree(url)
-    tables = None if recompute else cached_stats(tree)
-    if tables is None:
-        tables = compute_stats(tree)
-        _write_cache(url, tables, fingerprint(tree))
+    names = set_names(tree)
+    hit, fresh = (None, []) if recompute else cached_sets(tree)
+    if names and fresh == names:
+        tables = hit
+    else:
+        new = compute_stats(tree, sets=[s for s in names if s not in fresh] if names else None)
+        tables = new if hit is None else merge_tables([hit, new], names)
+        write_cache(url, tables, fingerprints(tree))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)

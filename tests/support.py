@@ -371,3 +371,35 @@ def extracted_store() -> tuple[Path, Path, Path]:
     store = root / "store.zarr"
     extract(real, syn, store, model=FAST_MODEL, layers=STATS_LAYERS, weights="random:0", batch_size=4, progress=False)
     return store, real, syn
+
+
+# --------------------------------------------------------------------------------------------
+# two synthetic sets in one store
+
+
+@once
+def two_set_stores() -> dict[str, Path]:
+    """The :data:`BASES` photos (64 px) as real images and two synthetic sets of their twins,
+    extracted with the fast model (random weights, seed 0): ``synthetic`` (severity 1, every
+    image paired) and ``v2`` (severity 3, plus ``extra.png``, unpaired). Returns the stores
+    ``both`` (the two sets, ``synthetic`` first), ``synthetic`` and ``v2`` (each set alone,
+    extracted from the same files) and the folders ``real``, ``synthetic_dir``, ``v2_dir``."""
+    from fakesegment_nb.extract import extract
+
+    root = folder("two-sets")
+    dirs = {d: root / d for d in ("real", "synthetic", "v2")}
+    for d in dirs.values():
+        d.mkdir()
+    for i, name in enumerate(BASES):
+        a = photo(name)
+        Image.fromarray(a).save(dirs["real"] / f"{name}.png")
+        Image.fromarray(degrade(a, 1, seed=i)).save(dirs["synthetic"] / f"{name}.png")
+        Image.fromarray(degrade(a, 3, seed=10 + i)).save(dirs["v2"] / f"{name}.png")
+    Image.fromarray(degrade(photo(BASES[0])[::-1].copy(), 2, seed=99)).save(dirs["v2"] / "extra.png")
+    kw = dict(model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=7, progress=False)
+    out = {"real": dirs["real"], "synthetic_dir": dirs["synthetic"], "v2_dir": dirs["v2"]}
+    for name, sets in (("both", ("synthetic", "v2")), ("synthetic", ("synthetic",)), ("v2", ("v2",))):
+        out[name] = root / f"{name}.zarr"
+        for s in sets:
+            extract(dirs["real"], dirs[s], out[name], set_name=s, **kw)
+    return out

@@ -156,6 +156,18 @@ def test_joint_block_fit_equals_separate_sklearn_fits():
         assert c2st_module._aurocs(labels, joint[:, [j]])[0] == pytest.approx(roc_auc_score(labels, joint[:, j]), abs=1e-12)
 
 
+def test_a_floor_shared_by_several_sets_gives_each_its_own_gap():
+    """stats computes the real images' noise floor once per layer for every set: the same gap."""
+    real = correlated(20, 8, 20)
+    for shift in (0.0, 0.5):
+        syn = correlated(15, 8, 21) + shift
+        own = layer_gap(real, syn, scores=False, permutations=20)
+        shared = layer_gap(real, syn, scores=False, permutations=20, floor=fid_floor(real))
+        assert (own.columns, own.extra) == (shared.columns, shared.extra)
+        given = layer_gap(real, syn, scores=False, permutations=0, floor=(2.0, ""))  # the floor given is the one used
+        assert given.columns["fid_floor"] == 2.0 and given.columns["fid_ratio"] == pytest.approx(frechet(real, syn) / 2)
+
+
 def test_degenerate_input_gives_nan_and_a_note():
     x = correlated(10, 8, 16)
     with warnings.catch_warnings():

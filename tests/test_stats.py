@@ -11,13 +11,14 @@ from skimage.metrics import structural_similarity
 
 import fakesegment_nb as fs
 from fakesegment_nb.cli import main
-from fakesegment_nb.errors import FakesegmentError
+from fakesegment_nb.errors import FakesegmentError, ParameterError
 from fakesegment_nb.metrics import cohens_d, fid, kid
-from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, cached_stats,
+from fakesegment_nb.stats import (CHANNEL_COLUMNS, IMAGE_COLUMNS, LAYER_COLUMNS, PAIR_COLUMNS, TABLES, cached_stats,
                                   compute_stats)
 from fakesegment_nb.writer import StoreWriter
 
-from support import STATS_LAYERS as LAYERS, SEVERITIES, build_store, extracted_store, severity_store
+from support import (FAST_LAYERS, FAST_MODEL, STATS_LAYERS as LAYERS, SEVERITIES, build_store, copy_store,
+                     extracted_store, severity_store, two_set_stores)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,7 +254,10 @@ def test_cli_writes_contract_csvs_and_caches_in_store(tmp_path):
     assert list(layers.columns) == LAYER_COLUMNS
     assert list(layers["layer"]) == LAYERS and (layers["n_real"] == 4).all()
     assert {"layer", "channel", "effect_size"} <= set(channels.columns) and len(channels) == 64 + 128 + 256 + 512
-    assert list(pairs.columns) == ["image", "pair", "layer", "mse", "ssim", "cosine"] and len(pairs) == 4 * len(LAYERS)
+    assert list(pairs.columns) == ["image", "pair", "layer", "mse", "ssim", "cosine", "set"] and len(pairs) == 4 * len(LAYERS)
+    # one set, named as a store from before sets names it: every table says which
+    assert list(layers.columns[:2]) == ["set", "layer"] and list(channels.columns)[-1] == "set"
+    assert all(set(t["set"]) == {"synthetic"} for t in (layers, channels, pairs))
     assert set(pairs["image"]) == {f"synthetic/{n}.png" for n in ("astronaut", "coffee", "chelsea", "rocket")}
     # cached in the store's stats/ group, the root attributes untouched
     assert json.loads((store / "zarr.json").read_text())["attributes"] == attrs_before
@@ -323,5 +327,171 @@ def test_partners_are_synthetic_images_paired_with_a_stored_real_image():
                           index=pd.Index(["r/a", "s/b", "s/c", "r/d", "s/e", "s/f"], name="image"))
     found = partners(images)
     # s/c's partner is not stored, s/e names a synthetic image; s/b and s/f have real partners
-    assert found.to_dict("list") == {"image": ["s/b", "s/f"], "pair": ["r/a", "r/d"], "i_syn": [1, 5], "i_real": [0, 3]}
-    assert list(partners(images.iloc[:0]).columns) == ["image", "pair", "i_syn", "i_real"]
+    assert found.to_dict("list") == {"image": ["s/b", "s/f"], "pair": ["r/a", "r/d"], "i_syn": [1, 5], "i_real": [0, 3],
+                                     "set": ["synthetic", "synthetic"]}  # a table without sets: one set
+    assert list(partners(images.iloc[:0]).columns) == ["image", "pair", "i_syn", "i_real", "set"]
+
+
+# ---------------------------------------------------------------------------------------------
+# several synthetic sets in one store
+
+
+@pytest.fixture(scope="module")
+def set_tables():
+    stores = two_set_stores()
+    return {name: compute_stats(stores[name]) for name in ("both", "synthetic", "v2")}
+
+
+def relative(ids):
+    """Images' paths in their folder (a set's id prefix differs between stores: synthetic/, v2/)."""
+    return [i.split("/", 1)[1] for i in ids]
+
+
+def one_set(df, name):
+    return df[df["set"] == name].reset_index(drop=True)
+
+
+def test_each_set_equals_a_store_of_that_set_alone(set_tables):
+    both = set_tables["both"]
+    assert list(both.layers["set"]) == ["synthetic"] * 3 + ["v2"] * 3
+    assert list(both.layers["layer"]) == FAST_LAYERS * 2 and list(both.layers.columns) == LAYER_COLUMNS
+    assert list(both.layers["n_synthetic"]) == [6] * 3 + [7] * 3 and (both.layers["n_real"] == 6).all()
+    for name in ("synthetic", "v2"):
+        alone = set_tables[name]
+        assert set(alone.layers["set"]) == {name}
+        rows = one_set(both.layers, name)
+        # every figure: distances, the bootstrap interval, the floor, c2st and its permutation p-value
+        assert rows[["fid", "fid_lo", "fid_floor", "c2st_auroc", "c2st_p"]].notna().all().all()
+        pd.testing.assert_frame_equal(rows, alone.layers, rtol=1e-6)
+        pd.testing.assert_frame_equal(one_set(both.gap, name), alone.gap, rtol=1e-6)
+        pd.testing.assert_frame_equal(one_set(both.channels, name), alone.channels, rtol=1e-6)
+        for tab in ("images", "pairs"):
+            mine, ref = one_set(both[tab], name), alone[tab]
+            assert relative(mine["image"]) == relative(ref["image"])
+            pd.testing.assert_frame_equal(mine.drop(columns="image"), ref.drop(columns="image"), rtol=1e-6)
+    # the sets differ (severity 1 and 3), and ranks run within a set and layer
+    assert (one_set(both.layers, "v2")["fid"].to_numpy() > one_set(both.layers, "synthetic")["fid"].to_numpy()).all()
+    ranks = both.images.groupby(["set", "layer"], sort=False)["rank"].apply(sorted)
+    assert len(ranks) == 2 * (len(FAST_LAYERS) + 1)
+    assert all(r == list(range(1, {"synthetic": 6, "v2": 7}[s] + 1)) for (s, _), r in ranks.items())
+    # pairs within a set; v2's extra image has none
+    assert list(both.pairs["set"].value_counts().sort_index()) == [6 * 3, 6 * 3]
+    assert "v2/extra.png" in set(both.images["image"]) and "v2/extra.png" not in set(both.pairs["image"])
+
+
+def test_readers_pick_a_set(set_tables):
+    store = two_set_stores()["both"]
+    scores = fs.image_scores(store, "fused", cache=False, set_name="synthetic")  # computes that set only
+    assert list(scores.columns) == IMAGE_COLUMNS and list(scores["rank"]) == [1, 2, 3, 4, 5, 6]
+    pd.testing.assert_frame_equal(scores, one_set(set_tables["both"].images, "synthetic")
+                                  .query("layer == 'fused'").reset_index(drop=True))
+    with pytest.raises(ParameterError, match="'v3' is not a synthetic set of the store; it has 'synthetic', 'v2'") as exc:
+        fs.layer_table(store, set_name="v3")
+    assert exc.value.param == "set_name"
+
+
+def test_a_set_added_to_a_store_computes_only_that_set(tmp_path, monkeypatch, set_tables):
+    from fakesegment_nb import stats as stats_module
+    from fakesegment_nb.extract import extract
+    from fakesegment_nb.stats import fingerprints
+
+    stores = two_set_stores()
+    store = copy_store(stores["synthetic"], tmp_path)
+    fs.write_stats(store)
+    before = fingerprints(store)
+    extract(stores["real"], stores["v2_dir"], store, set_name="v2", model=FAST_MODEL, layers=FAST_LAYERS,
+            weights="random:0", progress=False)
+    after = fingerprints(store)
+    assert list(after) == ["synthetic", "v2"] and after["synthetic"] == before["synthetic"]
+    assert cached_stats(store) is None  # v2 is not cached yet
+    asked = []
+    original = stats_module.layer_stats
+    monkeypatch.setattr(stats_module, "layer_stats", lambda *a, **k: asked.append(list(a[3])) or original(*a, **k))
+    t = fs.write_stats(store, tmp_path / "out")
+    assert asked == [["v2"]] * len(FAST_LAYERS)  # the cached set is not computed again
+    for name in TABLES:  # the cached rows and the new set's, in store order: the two-set store's tables
+        pd.testing.assert_frame_equal(t[name], set_tables["both"][name], rtol=1e-6, check_dtype=False)
+    csv = pd.read_csv(tmp_path / "out" / "layers.csv")
+    assert list(csv["set"]) == ["synthetic"] * 3 + ["v2"] * 3
+    assert set(pd.read_csv(tmp_path / "out" / "images.csv")["set"]) == {"synthetic", "v2"}
+    asked.clear()
+    pd.testing.assert_frame_equal(fs.write_stats(store).layers, t.layers)
+    assert asked == [] and cached_stats(store) is not None
+    # the readers, from the cache: one row per (set, layer), or one set's
+    profile = fs.gap_profile(store)
+    assert asked == [] and list(profile.columns[:2]) == ["set", "layer"] and {"c2st_lo", "note"} <= set(profile.columns)
+    pd.testing.assert_frame_equal(profile, t.layers.merge(t.gap, on=["set", "layer"]))
+    v2 = fs.gap_profile(store, set_name="v2")
+    pd.testing.assert_frame_equal(v2, one_set(profile, "v2"))
+    assert fs.pair_table(store, "layer2", set_name="v2").shape[0] == 6 and asked == []
+
+
+def handmade_sets(path, n_real=6, sizes=(("a", 5), ("b", 6)), seed=0):
+    """A store of exactly given features: ``n_real`` real images and the synthetic sets ``sizes``."""
+    rng = np.random.default_rng(seed)
+    n = n_real + sum(k for _, k in sizes)
+    sets = [""] * n_real + [s for s, k in sizes for _ in range(k)]
+    ids = [f"real/r{i}.png" for i in range(n_real)] + [f"{s}/s{i}.png" for i, s in enumerate(sets[n_real:])]
+    w = StoreWriter(path)
+    w.create({"model": "handmade", "weights": "random:0", "weights_trained": False, "input_size": [0, 0],
+              "layers": ["a"]}, {"a": (4, 6, 6)})
+    w.write_features(w.reserve(n), {"a": rng.gamma(2.0, 1.0, (n, 4, 6, 6)).astype(np.float16)})
+    w.commit(pd.DataFrame({"image": ids, "domain": ["real"] * n_real + ["synthetic"] * (n - n_real), "set": sets,
+                           "path": ids, "pair": "", "height": 1, "width": 1, "sha256": [f"h{i}" for i in range(n)]}))
+    return path
+
+
+def test_a_real_image_added_makes_every_set_stale(tmp_path, monkeypatch):
+    from fakesegment_nb import stats as stats_module
+    from fakesegment_nb.stats import fingerprints
+
+    store = handmade_sets(tmp_path / "s.zarr")
+    fs.write_stats(store)
+    before = fingerprints(store)
+    assert cached_stats(store) is not None
+    w = StoreWriter(store)
+    # a set added: the readers take the cached sets' rows and compute the new set's (writing nothing)
+    w.write_features(w.reserve(5), {"a": feats(5, c=4, h=6, w=6, seed=4)})
+    w.commit(pd.DataFrame({"image": [f"c/s{i}.png" for i in range(5)], "domain": "synthetic", "set": "c",
+                           "path": "x", "pair": "", "height": 1, "width": 1, "sha256": [f"c{i}" for i in range(5)]}))
+    asked = []
+    original = stats_module.layer_stats
+    monkeypatch.setattr(stats_module, "layer_stats", lambda *a, **k: asked.append(list(a[3])) or original(*a, **k))
+    profile = fs.gap_profile(store)
+    assert asked == [["c"]] and list(profile["set"]) == ["a", "b", "c"]
+    pd.testing.assert_frame_equal(profile, fs.gap_profile(store, cache=False))
+    assert cached_stats(store) is None and fingerprints(store)["a"] == before["a"]
+    w.write_features(w.reserve(1), {"a": feats(1, c=4, h=6, w=6, seed=5)})
+    w.commit(pd.DataFrame({"image": ["real/new.png"], "domain": ["real"], "set": [""], "path": ["x"], "pair": [""],
+                           "height": [1], "width": [1], "sha256": ["new"]}))
+    after = fingerprints(store)
+    assert all(after[s] != before[s] for s in ("a", "b")) and cached_stats(store) is None
+    t = fs.write_stats(store)
+    assert list(t.layers["n_real"]) == [7, 7, 7] and list(t.layers["set"]) == ["a", "b", "c"]
+    # a cache written before sets (one fingerprint, no set column) reads as stale
+    import zarr
+
+    g = zarr.open_group(str(store), mode="r+", use_consolidated=False)
+    for name in g["stats"]:
+        attrs = dict(g["stats"][name].attrs)
+        g["stats"][name].attrs.put({"fingerprint": "old", "has_pairs": attrs["has_pairs"]})
+    assert cached_stats(store) is None
+
+
+def test_a_store_from_before_sets_reports_one_set_named_synthetic(tmp_path, fast_store):
+    import zarr
+
+    from fakesegment_nb.writer import consolidate
+
+    old = copy_store(fast_store, tmp_path)
+    g = zarr.open_group(str(old), mode="r+", use_consolidated=False)
+    del g["set"]  # as the code before sets wrote it
+    consolidate(old)
+    assert "set" not in xr.open_datatree(old, engine="zarr").to_dataset()
+    t = fs.write_stats(old, tmp_path / "out")
+    ref = compute_stats(fast_store)
+    for name in TABLES:
+        assert set(t[name]["set"]) == {"synthetic"}, name
+        pd.testing.assert_frame_equal(t[name], ref[name], check_dtype=False)
+    assert set(pd.read_csv(tmp_path / "out" / "pairs.csv")["set"]) == {"synthetic"}
+    assert cached_stats(old) is not None
