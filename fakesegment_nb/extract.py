@@ -125,10 +125,10 @@ class _Writer(threading.Thread):
     """
 
     def __init__(self, writer: StoreWriter, attrs: dict, progress, total: int,
-                 commit_every_s: float = COMMIT_EVERY_S):
+                 commit_every_s: float | None = None):
         super().__init__(name="store-writer", daemon=True)
         self.writer, self.attrs, self.progress, self.total = writer, attrs, progress, total
-        self.commit_every_s = commit_every_s
+        self.commit_every_s = COMMIT_EVERY_S if commit_every_s is None else commit_every_s
         self.next_row: int | None = None
         self.written: list[pd.DataFrame] = []  # root rows of written, not yet committed batches
         self.last_commit = time.perf_counter()

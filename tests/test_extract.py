@@ -163,16 +163,22 @@ def test_memory_url_store(pair_dirs):
     assert fs.open_store(url).sizes["image"] == 8
 
 
-def test_open_store_reads_only_committed_rows_of_an_interrupted_store(tmp_path, fast_store):
+def test_rows_written_but_never_committed_stay_out_of_sight_and_are_deleted(tmp_path, fast_store):
     store = tmp_path / "s.zarr"
     shutil.copytree(fast_store, store)
     w = StoreWriter(store)
-    start = w.reserve(3)  # rows written by a run that died before committing them
+    start = w.reserve(6)  # rows written by a run that died before committing them
     assert start == 8
-    tree = fs.open_store(store)
-    assert fs.feature_layer(tree, "layer2").sizes["image"] == 8
+    w.write_features(start, {l: np.ones((6, *a.shape[1:]), np.float16) for l, a in w._feature_arrays().items()})
+    # layer1 chunks 4 images: rows 8-13 fill its chunks 2 and 3, past the stored shape
+    assert sorted(p.name for p in (store / "layers/layer1/features").glob("c.*")) == [f"c.{i}.0.0.0" for i in range(4)]
+    for tree in (fs.open_store(store), xr.open_datatree(store, engine="zarr"),
+                 xr.open_datatree(store, engine="zarr", consolidated=False)):
+        assert all(tree[f"layers/{l}/features"].shape[0] == 8 for l in FAST_LAYERS)
     assert w.repair() == 8
+    assert sorted(p.name for p in (store / "layers/layer1/features").glob("c.*")) == ["c.0.0.0.0", "c.1.0.0.0"]
     assert zarr.open_group(str(store))["layers/layer2/features"].shape[0] == 8
+    np.testing.assert_array_equal(fs.feature_layer(store, "layer1").values, fs.feature_layer(fast_store, "layer1").values)
 
 
 def test_feature_map_helpers(fast_store):
