@@ -49,7 +49,7 @@ from zarr.core.sync import sync
 
 from .errors import ParameterError
 from .snapshot import IMAGE_DIM, publish
-from .store import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
+from .schema import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
 from .targets import StoreBusy, StoreTarget, store_target
 
 __all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk"]

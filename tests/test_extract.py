@@ -287,7 +287,7 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
     an error): what was written before the failure is kept and the rerun adds the rest."""
     from fakesegment_nb.backbones import Backbone
 
-    calls, real_run = [], Backbone.run
+    calls, real_run = [], Backbone.features  # the forward pass of each batch
 
     def failing(*a, **k):
         calls.append(1)
@@ -295,13 +295,13 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
             raise KeyboardInterrupt
         return real_run(*a, **k)
 
-    monkeypatch.setattr(Backbone, "run", failing)
+    monkeypatch.setattr(Backbone, "features", failing)
     store = tmp_path / "s.zarr"
     kw = dict(model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         extract(*pair_dirs, store, **kw)
     assert fs.open_store(store).sizes["image"] == 4
-    monkeypatch.setattr(Backbone, "run", real_run)
+    monkeypatch.setattr(Backbone, "features", real_run)
     again = extract(*pair_dirs, store, **kw)
     assert (again.added, again.already_stored) == (4, 4)
     assert xr.open_datatree(store, engine="zarr", consolidated=False)["layers/layer3/features"].shape[0] == 8
@@ -331,3 +331,19 @@ def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pai
         want = fs.feature_layer(tc, name).sel(image=ids).values.astype(np.float32)
         got = fs.feature_layer(tg, name).sel(image=ids).values.astype(np.float32)
         np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
+
+
+def test_features_are_backbone_run_on_the_same_batches_exactly(tmp_path, pair_dirs):
+    """Images are preprocessed one by one in the decoding threads and the network runs on their
+    batch: the store holds what Backbone.run gives for the same batches, bit for bit."""
+    from fakesegment_nb.weights import load_backbone
+
+    store = tmp_path / "s.zarr"
+    extract(*pair_dirs, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
+    backbone = load_backbone(FAST_MODEL, "random:0", FAST_LAYERS)[0]
+    table = fs.image_table(store)
+    arrays = [load_rgb(p) for p in table["path"]]
+    want = [backbone.run(arrays[i:i + 3]) for i in range(0, len(arrays), 3)]
+    for layer in FAST_LAYERS:
+        np.testing.assert_array_equal(fs.feature_layer(store, layer).values,
+                                      np.concatenate([w[layer] for w in want]))
