@@ -132,6 +132,7 @@ class StoreWriter:
         self.target: StoreTarget = store_target(url, storage_options)
         self._group = None
         self._attrs = None
+        self._layer_arrays: dict[str, zarr.Array] = {}
 
     @property
     def url(self) -> str:
@@ -190,6 +191,7 @@ class StoreWriter:
         """Create an empty store: root image table and one features array per layer."""
         self.target.clear()
         self._group = None
+        self._layer_arrays = {}
         # the root first, empty and consolidated: until the last step a reader finds an empty tree
         publish(self.target.zarr_store, {}, n=0)
         g = self._open("a")
@@ -268,8 +270,11 @@ class StoreWriter:
         """Write float16 rows ``start:start+B`` of each layer into its chunks, past the array's
         stored shape if need be (which only :meth:`commit` grows: see the module docstring)."""
         for name, arr in features.items():
-            a = zarr.open_array(self.target.zarr_store, path=f"layers/{name}/features", mode="r+", zarr_format=3)
-            _rows_view(a, start + arr.shape[0])[start:start + arr.shape[0]] = arr.astype(np.float16, copy=False)
+            if name not in self._layer_arrays:  # kept: only the shape changes, and views are made past it
+                self._layer_arrays[name] = zarr.open_array(self.target.zarr_store, path=f"layers/{name}/features",
+                                                           mode="r+", zarr_format=3)
+            rows = _rows_view(self._layer_arrays[name], start + arr.shape[0])
+            rows[start:start + arr.shape[0]] = arr.astype(np.float16, copy=False)
 
     def commit(self, rows: pd.DataFrame) -> None:
         """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored.
