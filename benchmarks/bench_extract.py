@@ -66,7 +66,7 @@ def make_camera_images(root: Path, n: int = 64) -> tuple[Path, Path]:
     from fakesegment_nb.probe import make_probe
 
     scenes = 16
-    probe = root / "probe1024"
+    probe = root.parent / f"{root.name}-probe1024"  # beside root: the bare process reads all of root
     if not (probe / "probe.json").exists():
         make_probe(probe, n=scenes, seed=0, size=1024)
     real, syn = root / "real", root / "synthetic"
