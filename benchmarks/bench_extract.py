@@ -2,11 +2,19 @@
 size, single map read latency, and peak memory at 32 vs 128 images.
 
 Run: .venv/bin/python benchmarks/bench_extract.py [--model ssd300_vgg16|efficientnet_lite0] [--repeats 3]
-     [--device cpu|cuda]
+     [--device cpu|cuda] [--images probe|camera|warehouse] [--work DIR]
 
 ssd300_vgg16 runs with seeded random weights (random:0) against torchvision's SSD backbone;
 efficientnet_lite0 with its packaged ImageNet weights (auto) against timm's features_only model
 (same arithmetic; the bare process does not load weights).
+
+Images: ``probe`` (default) 320 x 320 PNG crops of scikit-image's photos, all sections;
+``camera`` 64 camera-sized images built from the probe (2048 x 1024, half JPEG, half PNG:
+:func:`make_camera_images`), the speed comparisons only; ``warehouse`` the genuine photos and
+renders in ``../shared/data/warehouse`` (640x480 to 2000x1501 JPEG photos, 960x544 and
+1920x1080 PNG renders), speed comparisons only, skipped when the folder is not there. The bare
+process is run twice: in the default memory layout (what a plain script does; the RATIO) and in
+channels-last layout as fakesegment_nb's backbones run (the stricter RATIO_CL).
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ def make_images(root: Path, n: int, size: int = 320) -> tuple[Path, Path]:
     from skimage import data
 
     real, syn = root / "real", root / "synthetic"
-    real.mkdir(parents=True), syn.mkdir(parents=True)
+    real.mkdir(parents=True, exist_ok=True), syn.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
         photo = getattr(data, PHOTOS[i % len(PHOTOS)])()[..., :3]
@@ -49,6 +57,37 @@ def make_images(root: Path, n: int, size: int = 320) -> tuple[Path, Path]:
             a = np.clip(np.asarray(crop).astype(int) + 20, 0, 255).astype(np.uint8)
             Image.fromarray(a).save(syn / f"img_{i:04d}.png")
     return real, syn
+
+
+def make_camera_images(root: Path, n: int = 64) -> tuple[Path, Path]:
+    """n camera-sized images (2048 x 1024, 2 MP), half real and half synthetic, half of each JPEG
+    (quality 90) and half PNG: two 1024 px probe scenes side by side (the probe's photos with
+    sensor grain, and their renders), 16 scenes combined into different pairs."""
+    from fakesegment_nb.probe import make_probe
+
+    scenes = 16
+    probe = root.parent / f"{root.name}-probe1024"  # beside root: the bare process reads all of root
+    if not (probe / "probe.json").exists():
+        make_probe(probe, n=scenes, seed=0, size=1024)
+    real, syn = root / "real", root / "synthetic"
+    real.mkdir(parents=True, exist_ok=True), syn.mkdir(parents=True, exist_ok=True)
+    half = n // 2
+    for dom, out in (("real", real), ("synthetic", syn)):
+        tiles = [np.asarray(Image.open(probe / dom / f"scene_{i:03d}.png").convert("RGB")) for i in range(scenes)]
+        for i in range(half):
+            a, b = tiles[i % scenes], tiles[(i + 1 + i // scenes) % scenes]
+            im = Image.fromarray(np.concatenate([a, b], axis=1))
+            if i % 2:
+                im.save(out / f"img_{i:03d}.jpg", quality=90)
+            else:
+                im.save(out / f"img_{i:03d}.png")
+    return real, syn
+
+
+def fresh(store: Path) -> Path:
+    """``store``, deleted if an earlier run left it (with --work)."""
+    shutil.rmtree(store, ignore_errors=True)
+    return store
 
 
 def timed_child(cmd: list[str]) -> tuple[float, int, str]:
@@ -74,6 +113,44 @@ def extract_cmd(real, syn, store, batch=8):
             "--device", DEVICE, "--quiet"]
 
 
+def warehouse_images(root: Path) -> tuple[Path, Path] | None:
+    """The genuine warehouse photos and renders, linked into ``root`` (None if not there)."""
+    src = HERE.parent.parent / "shared" / "data" / "warehouse"
+    if not (src / "real").is_dir():
+        return None
+    real, syn = root / "real", root / "synthetic"
+    for sub, out in (("real", real), ("synthetic", syn)):
+        out.mkdir(parents=True, exist_ok=True)
+        for p in sorted((src / sub).rglob("*")):
+            if p.suffix.lower() in (".png", ".jpg", ".jpeg") and not (out / f"{p.parent.name}_{p.name}").exists():
+                (out / f"{p.parent.name}_{p.name}").symlink_to(p)
+    return real, syn
+
+
+def compare_processes(real: Path, syn: Path, both: Path, work: Path, repeats: int, label: str) -> None:
+    """Whole processes, alternated: extract CLI, bare process, bare process in channels-last."""
+    cli, bare, bare_cl, bare_fwd = [], [], [], []
+    stores = [fresh(work / f"s{r}.zarr") for r in range(repeats)]  # kept until the end (see section 2)
+    for r, store in enumerate(stores):
+        cli.append(timed_child(extract_cmd(real, syn, store))[0])
+        wall, _, out = timed_child([PY, str(HERE / "_bare_forward.py"), str(both), "8", MODEL, DEVICE])
+        bare.append(wall)
+        bare_fwd.append(float(out.split("forward_s=")[1]))
+        bare_cl.append(timed_child([PY, str(HERE / "_bare_forward.py"), str(both), "8", MODEL, DEVICE,
+                                    "channels_last"])[0])
+    n = sum(1 for _ in real.iterdir()) + sum(1 for _ in syn.iterdir())
+    lib = "torchvision" if MODEL == "ssd300_vgg16" else "timm"
+    med = statistics.median
+    print(f"extract CLI, {n} images {label}, {MODEL} ({WEIGHTS[MODEL]}, {DEVICE}): median "
+          f"{med(cli):.2f} s = {n / med(cli):.1f} images/s whole process (runs {', '.join(f'{x:.2f}' for x in cli)})")
+    print(f"bare {lib} process (import, build, decode, forward): median {med(bare):.2f} s "
+          f"(runs {', '.join(f'{x:.2f}' for x in bare)}); its forward passes alone: median {med(bare_fwd):.2f} s = "
+          f"{n / med(bare_fwd):.1f} images/s; in channels-last layout: median {med(bare_cl):.2f} s "
+          f"(runs {', '.join(f'{x:.2f}' for x in bare_cl)})")
+    print(f"RATIO extract CLI / bare {lib} process = {med(cli) / med(bare):.3f} (goal <= 1.15); "
+          f"RATIO_CL (bare in channels-last) = {med(cli) / med(bare_cl):.3f}; load {os.getloadavg()[0]:.1f}")
+
+
 def main():
     global MODEL, DEVICE
     ap = argparse.ArgumentParser()
@@ -82,31 +159,32 @@ def main():
     ap.add_argument("--model", default=MODEL, choices=sorted(WEIGHTS))
     ap.add_argument("--n", type=int, default=32, help="images of the speed comparisons (default 32)")
     ap.add_argument("--device", default=DEVICE, help="cpu or cuda (both processes run there)")
+    ap.add_argument("--images", default="probe", choices=("probe", "camera", "warehouse"),
+                    help="probe: 320 px crops, all sections (default); camera: 64 2048x1024 JPEG/PNG images "
+                         "made from the probe; warehouse: ../shared/data/warehouse (speed only)")
+    ap.add_argument("--work", help="folder for the images and stores (kept; camera images are reused)")
     args = ap.parse_args()
     MODEL, DEVICE = args.model, args.device
-    work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-extract-"))
+    work.mkdir(parents=True, exist_ok=True)
     try:
+        if args.images != "probe":
+            if args.images == "camera":
+                folder = work / "camera"
+                if not (folder / "synthetic").is_dir():
+                    make_camera_images(folder)
+                pair, label = (folder / "real", folder / "synthetic"), "2048x1024 (half JPEG, half PNG)"
+            else:
+                folder = work / "warehouse"
+                pair, label = warehouse_images(folder), "of ../shared/data/warehouse (JPEG photos, PNG renders)"
+                if pair is None:
+                    print("../shared/data/warehouse is not here: the warehouse comparison is skipped")
+                    return
+            compare_processes(*pair, folder, work / "stores", args.repeats, label)
+            return
         n = args.n
         real, syn = make_images(work / "imgs", n)
-        both = work / "imgs"
-
-        # 1. end to end: CLI process vs bare torchvision process, alternated
-        cli, bare, bare_fwd = [], [], []
-        for r in range(args.repeats):
-            store = work / f"s{r}.zarr"
-            cli.append(timed_child(extract_cmd(real, syn, store))[0])
-            wall, _, out = timed_child([PY, str(HERE / "_bare_forward.py"), str(both), "8", MODEL, DEVICE])
-            bare.append(wall)
-            bare_fwd.append(float(out.split("forward_s=")[1]))
-        lib = "torchvision" if MODEL == "ssd300_vgg16" else "timm"
-        print(f"extract CLI, {n} images 320x320, {MODEL} ({WEIGHTS[MODEL]}, {DEVICE}): median "
-              f"{statistics.median(cli):.2f} s = {n / statistics.median(cli):.1f} images/s whole process "
-              f"(runs {', '.join(f'{x:.2f}' for x in cli)})")
-        print(f"bare {lib} process (import, build, decode, forward): median {statistics.median(bare):.2f} s; "
-              f"its forward passes alone: median {statistics.median(bare_fwd):.2f} s = "
-              f"{n / statistics.median(bare_fwd):.1f} images/s")
-        print(f"RATIO extract CLI / bare {lib} process = {statistics.median(cli) / statistics.median(bare):.3f} "
-              "(goal <= 1.15)")
+        compare_processes(real, syn, work / "imgs", work, args.repeats, "320x320")
 
         # 2. in-process overhead of decode + store around the same forward passes
         import torch
@@ -141,10 +219,10 @@ def main():
         # stores are kept until the end: deleting one can leave the kernel freeing (on disks
         # mounted with discard, like ours: trimming) its blocks while the next repeat runs.
         backbone.run(arrays[:8])
-        extraction(work / "warm.zarr")
+        extraction(fresh(work / "warm.zarr"))
         fwds, loops, overs = [forward_alone()], [], []
         for r in range(args.inproc_repeats):
-            store = work / f"inproc{r}.zarr"
+            store = fresh(work / f"inproc{r}.zarr")
             loops.append(extraction(store))
             fwds.append(forward_alone())
             overs.append(loops[-1] / ((fwds[-2] + fwds[-1]) / 2) - 1)
@@ -183,13 +261,14 @@ def main():
         # 5. peak memory does not grow with the number of images
         real128, syn128 = make_images(work / "img128", 128)
         real, syn = make_images(work / "img32", 32) if n != 32 else (real, syn)
-        _, rss32, _ = timed_child(extract_cmd(real, syn, work / "m32.zarr"))
-        _, rss128, _ = timed_child(extract_cmd(real128, syn128, work / "m128.zarr"))
+        _, rss32, _ = timed_child(extract_cmd(real, syn, fresh(work / "m32.zarr")))
+        _, rss128, _ = timed_child(extract_cmd(real128, syn128, fresh(work / "m128.zarr")))
         print(f"peak RSS of extract: 32 images {rss32} MiB, 128 images {rss128} MiB -> "
               f"RATIO {rss128 / rss32:.3f} (goal: no growth, ~1.0)")
         print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ImageError
 from .images import load_rgb
-from .store import image_rows
+from .schema import image_rows
 from .writer import StoreWriter
 
 __all__ = ["extract_distributed", "worker_weights"]

@@ -1,9 +1,19 @@
 """Feature extraction: images -> backbone -> float16 rows in the store.
 
-Decoding (a thread pool) and writing (a writer thread) overlap the forward pass. Written batches
-are committed together every COMMIT_EVERY_S seconds and at the end, so an interrupted run loses
-at most that much work plus the batch in flight, and a rerun skips every image already stored
-(same domain and sha256).
+The work overlaps in threads: the files are hashed (for the manifest) while the network loads;
+each image is decoded and put through the network's own preprocessing (:meth:`Backbone.preprocess`,
+one image at a time: the batch is the one :meth:`Backbone.run` would make) in a pool of decoding
+threads, a bounded window ahead; the main thread runs only the forward passes; a writer thread
+compresses and writes the features. Written batches are committed together every COMMIT_EVERY_S
+seconds and at the end, so an interrupted run loses at most that much work plus the batch in
+flight, and a rerun skips every image already stored (real images by sha256, synthetic ones by
+sha256 within their set).
+
+Not done, measured: PIL's JPEG draft mode (decoding a 2048 x 1024 JPEG at half size, still above
+the 320 px input, then resizing) is ~1.5x faster to decode, but the network input differs by up to
+~5 of 255 levels and efficientnet_lite0's features by ~5% on average (float16 rounding: 0.02%),
+on 16 JPEGs of benchmarks/bench_extract.py's camera images: the features would no longer be the
+model's on the decoded image (DESIGN.md section 3).
 """
 
 from __future__ import annotations
@@ -25,9 +35,9 @@ from . import __version__
 from .backbones import DEFAULT_MODEL, Backbone
 from .errors import ImageError, ParameterError
 from .images import load_rgb
-from .manifest import Entry, build_manifest
+from .manifest import Entry, build_manifest, image_files
 from .sets import check_set_name, choose_set, place_set, real_pairs
-from .store import image_rows
+from .schema import image_rows
 from .writer import StoreWriter
 from .weights import WeightsInfo, load_backbone
 
@@ -82,20 +92,24 @@ def float16_problems(half: dict[str, np.ndarray], full: dict[str, np.ndarray] | 
 
 
 def _decoded_batches(entries: Sequence[Entry], batch_size: int, report: Callable[[str], None],
-                     failed: list[str], workers: int = 2) -> Iterator[tuple[list[Entry], list[np.ndarray]]]:
-    """Decode ahead in threads (a bounded window), yield batches of ``batch_size`` good images."""
+                     failed: list[str], prepare: Callable[[np.ndarray], object] | None = None,
+                     workers: int = 2) -> Iterator[tuple[list[Entry], list[tuple[int, int]], list]]:
+    """Decode ahead in threads (a bounded window) and yield batches of ``batch_size`` good images:
+    their entries, decoded ``(height, width)`` and ``prepare(decoded RGB array)`` (the array itself
+    by default), ``prepare`` running in the decoding threads too."""
 
     def load(e: Entry):
         try:
-            return e, load_rgb(e.path)
+            arr = load_rgb(e.path)
         except ImageError as exc:
-            return e, exc
+            return e, None, exc
+        return e, arr.shape[:2], (arr if prepare is None else prepare(arr))
 
     window = max(2 * batch_size, 4)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         pending: deque = deque()
         it = iter(entries)
-        batch_e, batch_a = [], []
+        batch_e, batch_s, batch_a = [], [], []
         while True:
             while len(pending) < window:
                 nxt = next(it, None)
@@ -104,18 +118,32 @@ def _decoded_batches(entries: Sequence[Entry], batch_size: int, report: Callable
                 pending.append(pool.submit(load, nxt))
             if not pending:
                 break
-            e, res = pending.popleft().result()
+            e, size, res = pending.popleft().result()
             if isinstance(res, ImageError):
                 report(f"skipped unreadable image {res}")
                 failed.append(e.image)
                 continue
             batch_e.append(e)
+            batch_s.append(size)
             batch_a.append(res)
             if len(batch_e) == batch_size:
-                yield batch_e, batch_a
-                batch_e, batch_a = [], []
+                yield batch_e, batch_s, batch_a
+                batch_e, batch_s, batch_a = [], [], []
         if batch_e:
-            yield batch_e, batch_a
+            yield batch_e, batch_s, batch_a
+
+
+def _run_prepared(backbone: Backbone, inputs: list, keep_float32: bool = False):
+    """:meth:`Backbone.run` on images already through :meth:`Backbone.preprocess` one by one (in
+    the decoding threads): the batch is the one ``run`` would make (every model's preprocessing
+    treats each image on its own), and so are the float16 features."""
+    with torch.inference_mode():
+        feats = backbone.features(torch.cat(inputs))
+        half = {k: v.to(dtype=torch.float16, memory_format=torch.contiguous_format).cpu().numpy()
+                for k, v in feats.items()}
+        if keep_float32:
+            return half, {k: v[:1].float().cpu().numpy() for k, v in feats.items()}
+        return half
 
 
 class _Writer(threading.Thread):
@@ -125,10 +153,10 @@ class _Writer(threading.Thread):
     """
 
     def __init__(self, writer: StoreWriter, attrs: dict, progress, total: int,
-                 commit_every_s: float = COMMIT_EVERY_S):
+                 commit_every_s: float | None = None):
         super().__init__(name="store-writer", daemon=True)
         self.writer, self.attrs, self.progress, self.total = writer, attrs, progress, total
-        self.commit_every_s = commit_every_s
+        self.commit_every_s = COMMIT_EVERY_S if commit_every_s is None else commit_every_s
         self.next_row: int | None = None
         self.written: list[pd.DataFrame] = []  # root rows of written, not yet committed batches
         self.last_commit = time.perf_counter()
@@ -176,6 +204,28 @@ class _Writer(threading.Thread):
         self.q.put(item)
 
 
+class _Background(threading.Thread):
+    """``fn(*args)`` in a daemon thread (an error elsewhere need not wait for it); :meth:`result`
+    joins it and returns what it returned, or raises what it raised."""
+
+    def __init__(self, fn, *args):
+        super().__init__(name=getattr(fn, "__name__", "background"), daemon=True)
+        self.fn, self.args, self.value, self.error = fn, args, None, None
+        self.start()
+
+    def run(self):
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:  # raised by result()
+            self.error = exc
+
+    def result(self):
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def _plan(stored: pd.DataFrame, manifest: list[Entry], result: ExtractResult) -> list[Entry]:
     """Entries not yet stored: real images by content, synthetic ones by content within their
     set; reports files whose id is stored with other content."""
@@ -215,11 +265,14 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
     if set_name is not None:
         check_set_name(set_name)
     report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    manifest, notes = build_manifest(real, synthetic, pairs)
+    image_files(real, "real"), image_files(synthetic, "synthetic")  # a bad folder is said at once
+    # the files are hashed while the network loads
+    manifest_job = _Background(build_manifest, real, synthetic, pairs)
+    backbone, info = load_backbone(model, weights, layers, device)
+    manifest, notes = manifest_job.result()
     result = ExtractResult(store=str(store), notes=list(notes))
     for n in notes:
         report(n)
-    backbone, info = load_backbone(model, weights, layers, device)
     result.weights = info.label
     attrs = store_attrs(backbone, info)
     writer = StoreWriter(store, storage_options)
@@ -272,17 +325,19 @@ def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, pr
     fwd = 0.0
     checked = False
     try:
-        for entries, arrays in _decoded_batches(todo, batch_size, report, result.failed):
+        # each image is decoded and preprocessed in a decoding thread; the network runs here
+        for entries, sizes, inputs in _decoded_batches(todo, batch_size, report, result.failed,
+                                                       prepare=lambda a: backbone.preprocess([a])):
             t = time.perf_counter()
             if checked:
-                feats = backbone.run(arrays)
+                feats = _run_prepared(backbone, inputs)
             else:  # the first image tells whether float16 can hold these activations
-                feats, full = backbone.run(arrays, keep_float32=True)
+                feats, full = _run_prepared(backbone, inputs, keep_float32=True)
                 for msg in float16_problems({k: v[:1] for k, v in feats.items()}, full):
                     report(f"warning: {msg}")
                 checked, full = True, None
             fwd += time.perf_counter() - t
-            w.put((entries, [a.shape[:2] for a in arrays], feats))
+            w.put((entries, sizes, feats))
             result.added += len(entries)
     finally:
         w.q.put(None)
@@ -290,6 +345,4 @@ def _extract_local(writer, attrs, todo, backbone, batch_size, result, report, pr
         bar.close()
     if w.error is not None:
         raise w.error
-    if result.failed:
-        writer.repair()  # the rows reserved for images that did not decode
     result.timings.update(forward_s=fwd, write_s=w.busy_s)

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import FakesegmentError
 from .images import IMAGE_EXTENSIONS
 
-__all__ = ["Entry", "build_manifest", "scan_folder", "read_pairs_csv", "pairs_by_stem", "file_sha256", "DOMAINS"]
+__all__ = ["Entry", "build_manifest", "image_files", "scan_folder", "read_pairs_csv", "pairs_by_stem", "file_sha256",
+           "DOMAINS"]
 
 DOMAINS = ("real", "synthetic")
 
@@ -60,8 +62,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def scan_folder(folder: str | Path, domain: str) -> list[Entry]:
-    """All image files under ``folder`` (recursive), sorted by relative path.
+def image_files(folder: str | Path, domain: str) -> list[Path]:
+    """The image files under ``folder`` (recursive), sorted by path: what :func:`scan_folder`
+    reads, without reading it (a quick check of the folder).
 
     Raises
     ------
@@ -80,11 +83,27 @@ def scan_folder(folder: str | Path, domain: str) -> list[Entry]:
     if not files:
         raise FakesegmentError(
             f"{domain} folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def scan_folder(folder: str | Path, domain: str) -> list[Entry]:
+    """All image files under ``folder`` (recursive), sorted by relative path, with their sha256
+    (hashed two files at a time: hashlib lets go of the GIL).
+
+    Raises
+    ------
+    FakesegmentError
+        The folder is missing, not a folder, or holds no image files.
+    """
+    files = image_files(folder, domain)
+    root = Path(folder)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sha256") as pool:
+        hashes = list(pool.map(file_sha256, files))
     entries = []
-    for p in files:
+    for p, digest in zip(files, hashes):
         rel = p.relative_to(root).as_posix()
         entries.append(Entry(image=f"{domain}/{rel}", domain=domain, path=str(p.resolve()),
-                             key=rel.rsplit(".", 1)[0], sha256=file_sha256(p)))
+                             key=rel.rsplit(".", 1)[0], sha256=digest))
     return entries
 
 

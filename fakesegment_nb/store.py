@@ -16,18 +16,12 @@ import xarray as xr
 import zarr
 
 from .errors import FakesegmentError
+from .schema import COMMITTED, LEGACY_SET, ROOT_VARS, STRING_VARS, as_strings, image_rows, set_column
 from .targets import is_local, local_path, normalise
 
 __all__ = ["open_store", "as_tree", "image_table", "set_names", "partners", "layer_names", "feature_layer",
            "feature_map", "as_strings", "image_rows", "set_column", "ROOT_VARS", "STRING_VARS", "COMMITTED",
-           "LEGACY_SET"]
-
-ROOT_VARS = ("domain", "set", "path", "pair", "height", "width", "sha256")
-STRING_VARS = ("image", "domain", "set", "path", "pair", "sha256")
-COMMITTED = "images_committed"  # root attribute: rows that count as stored
-# The set of every synthetic image of a store written before sets existed (they have no ``set``
-# variable): such a store reads as one set of this name.
-LEGACY_SET = "synthetic"
+           "LEGACY_SET"]  # the image table's names and helpers live in schema.py (no xarray)
 
 
 # --------------------------------------------------------------------------------------------
@@ -138,19 +132,6 @@ def image_table(store) -> pd.DataFrame:
     return df[[v for v in ROOT_VARS if v in df]]
 
 
-def set_column(domains, sets=None) -> np.ndarray:
-    """The ``set`` of each row (object array of str) from its ``domain`` and stored ``set``
-    (None where the store has no ``set`` variable): ``""`` for real images, the stored name for
-    synthetic ones, :data:`LEGACY_SET` where a synthetic image has none (stores from before sets,
-    or rows the writer gave no set)."""
-    domains = np.asarray(domains, dtype=object)
-    out = np.full(len(domains), "", dtype=object) if sets is None else as_strings(sets)
-    syn = domains == "synthetic"
-    out[syn & (out == "")] = LEGACY_SET
-    out[~syn] = ""
-    return out
-
-
 def set_names(store) -> list[str]:
     """The store's synthetic set names, in store order (the order their first images were stored).
 
@@ -207,19 +188,3 @@ def feature_map(store, image: str, layer: str, channel: int) -> xr.DataArray:
     except IndexError:
         raise FakesegmentError(f"layer {layer} has {da.sizes['channel']} channels, not {channel}") from None
     return out.astype(np.float32).compute()
-
-
-def image_rows(entries, sizes) -> pd.DataFrame:
-    """The root rows of a commit (:meth:`StoreWriter.commit`): one per image, columns ``image``
-    and :data:`ROOT_VARS`, from entries with ``image, domain, set, path, pair, sha256`` attributes
-    (:class:`fakesegment_nb.manifest.Entry`) and their decoded ``(height, width)``."""
-    return pd.DataFrame({"image": [e.image for e in entries], "domain": [e.domain for e in entries],
-                         "set": [e.set for e in entries],
-                         "path": [e.path for e in entries], "pair": [e.pair for e in entries],
-                         "height": [s[0] for s in sizes], "width": [s[1] for s in sizes],
-                         "sha256": [e.sha256 for e in entries]})
-
-
-def as_strings(values) -> np.ndarray:
-    """Any zarr/numpy string array (StringDType included) as an object array of str."""
-    return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)

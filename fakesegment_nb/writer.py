@@ -1,21 +1,34 @@
 """Appending images to a feature store (the schema is in DESIGN.md section 3; reading is in
 :mod:`fakesegment_nb.store`).
 
-Writing is append-only and crash-safe. Feature rows for new images are written first, into
-space reserved past the end of the root; the root variables are appended next, and a commit
-ends by setting the root attribute ``images_committed``, one atomic write: only that many rows
-count as stored. (Appending a root variable grows it before its rows are written, so lengths
-alone cannot say what is stored.) An interrupted run leaves at most some rows past that count,
-which readers leave out and :meth:`StoreWriter.repair` trims before the next run goes on.
-Stores from before the attribute count the shortest root variable.
+Writing is append-only and crash-safe, and the store is a consistent DataTree at every moment.
 
-After each commit (and whatever else changes the store's layout) the metadata of every group
-and array is copied into the root's ``zarr.json`` (:func:`consolidate`), so that
-``xr.open_datatree(path, engine="zarr")`` opens the store in one read and without a warning.
-That copy follows the commit; it is never the commit. Readers that must see what is being
-written (:func:`~fakesegment_nb.store.open_store`, and this writer) ignore it. It costs a read of
-every group's and array's ``zarr.json`` (~50 ms a commit for a store of three layers on our
-loaded 2-core VM, commits coming every few seconds).
+**What is written, in order.** A batch's feature rows are written past the committed rows, into
+chunks only: every array keeps its stored shape, so nothing a reader aligns grows. A commit,
+every few seconds, then (1) writes the new root rows (ids, domains, sets, ...) the same way, (2)
+grows every layer's and root array's shape to the new length, and (3) rewrites the root's
+``zarr.json`` once: the attribute ``images_committed`` and the consolidated metadata of every
+group and array, shown at that many images (:func:`fakesegment_nb.snapshot.publish`). Step 3
+is the commit: only that many rows count as stored.
+
+**What a reader sees.** Plain ``xr.open_datatree(path, engine="zarr")`` reads the consolidated
+metadata, so it sees the last commit, whole, at any moment of a run and after a ``kill -9``: all
+layers and the root with the same ``image`` length, the rows of that commit and nothing of the
+next, and no warning. (It reads lazily: data read long after opening come from the store as it
+is then; committed rows never change, but maps replaced meanwhile may.) Readers that open the
+arrays' own metadata instead (``consolidated=False``, :func:`~fakesegment_nb.store.open_store`)
+may find, during a commit's step 2 or after a kill there, arrays of different lengths;
+``open_store`` cuts them to the committed rows and :meth:`StoreWriter.repair` trims them before
+the next run goes on. Stores from before the attribute count the shortest root variable.
+
+**Other writers** (maps, statistics) write their own groups and then call :func:`consolidate`,
+which publishes a snapshot that includes them; while an extraction holds the store, it leaves
+that to the extraction's next commit. A group of maps that covers fewer images than the root
+(images were added since) is left out of every snapshot, and :meth:`StoreWriter.drop_stale_maps`
+deletes it when the run ends.
+
+A commit costs a read of every group's and array's ``zarr.json`` for the snapshot (~50 ms for
+a store of three layers on our loaded 2-core VM, commits coming every few seconds).
 
 Where the store lives (a folder or an fsspec URL) is :mod:`fakesegment_nb.targets`' business,
 including what its writer lock can and cannot promise.
@@ -25,18 +38,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync
 
 from .errors import ParameterError
-from .store import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
+from .snapshot import IMAGE_DIM, publish
+from .schema import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
 from .targets import StoreBusy, StoreTarget, store_target
 
 __all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk"]
@@ -81,21 +94,35 @@ def image_chunk(channels: int, height: int, width: int, chunk_bytes: int = CHUNK
 
 
 def consolidate(store, storage_options: dict | None = None) -> bool:
-    """Copy the metadata of every group and array of ``store`` (a path, URL or zarr store) into
-    its root ``zarr.json``, so that plain ``xr.open_datatree(path, engine="zarr")`` reads it at
-    once and quietly. Call it after writing any group or array (maps, statistics).
+    """Publish the metadata of every group and array of ``store`` (a path or URL) in its root
+    ``zarr.json``, so that plain ``xr.open_datatree(path, engine="zarr")`` reads it at once,
+    quietly and consistently (:mod:`fakesegment_nb.snapshot`). Call it after writing any group
+    or array (maps, statistics).
 
-    Returns False, changing nothing, where the zarr store cannot hold consolidated metadata.
+    Returns False, changing nothing, where an extraction is writing the store (its next commit
+    publishes the new group) or where the store cannot hold consolidated metadata.
     """
-    if not isinstance(store, zarr.abc.store.Store):
-        store = store_target(store, storage_options).zarr_store
-    if not store.supports_consolidated_metadata:
+    if isinstance(store, zarr.abc.store.Store):
+        target, zstore = None, store
+    else:
+        target = store_target(store, storage_options)
+        zstore = target.zarr_store
+    if not zstore.supports_consolidated_metadata:
         return False
-    with warnings.catch_warnings():
-        # "not part of the Zarr format 3 specification": zarr-python and xarray read it
-        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-        zarr.consolidate_metadata(store, zarr_format=3)
+    if target is None:
+        _publish_current(zstore)
+        return True
+    try:
+        with target.lock():
+            _publish_current(zstore)
+    except StoreBusy:
+        return False
     return True
+
+
+def _publish_current(zstore) -> None:
+    attrs = dict(zarr.open_group(zstore, mode="r", zarr_format=3, use_consolidated=False).attrs)
+    publish(zstore, attrs)
 
 
 class StoreWriter:
@@ -105,6 +132,7 @@ class StoreWriter:
         self.target: StoreTarget = store_target(url, storage_options)
         self._group = None
         self._attrs = None
+        self._layer_arrays: dict[str, zarr.Array] = {}
 
     @property
     def url(self) -> str:
@@ -163,6 +191,9 @@ class StoreWriter:
         """Create an empty store: root image table and one features array per layer."""
         self.target.clear()
         self._group = None
+        self._layer_arrays = {}
+        # the root first, empty and consolidated: until the last step a reader finds an empty tree
+        publish(self.target.zarr_store, {}, n=0)
         g = self._open("a")
         for name in ("image", *ROOT_VARS):
             _root_array(g, name, 0)
@@ -177,10 +208,8 @@ class StoreWriter:
                                  dimension_names=("channel",))
             ch[:] = np.arange(c, dtype="int32")
         # last: a store whose attributes name its layers is complete (see exists)
-        g.attrs.update({**attrs, COMMITTED: 0,
-                        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
-        self._attrs = None
-        self._consolidate()
+        self._publish({**attrs, COMMITTED: 0,
+                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
 
     # -- state ------------------------------------------------------------------------------
     def _root_arrays(self) -> dict[str, zarr.Array]:
@@ -196,17 +225,26 @@ class StoreWriter:
         return int(n) if n is not None else min(a.shape[0] for a in self._root_arrays().values())
 
     def repair(self) -> int:
-        """Trim what an interrupted run left past the committed length; return that length."""
+        """Trim what an interrupted run left past the committed length (array shapes, and chunks
+        of rows written but never committed); return that length."""
         n = self.committed()
         trimmed = False
         for a in [*self._root_arrays().values(), *self._feature_arrays().values()]:
             if a.shape[0] != n:
                 a.resize((n, *a.shape[1:]))
                 trimmed = True
+        for a in self._feature_arrays().values():
+            trimmed |= _delete_rows_past(a, n)
         self.target.remove_partials()
-        if trimmed:
-            self._consolidate()
+        if trimmed or not self._has_snapshot():
+            self._publish(self.attrs)
         return n
+
+    def _has_snapshot(self) -> bool:
+        store = self.target.zarr_store
+        if not store.supports_consolidated_metadata:
+            return True
+        return zarr.open_group(store, mode="r", zarr_format=3).metadata.consolidated_metadata is not None
 
     def stored(self) -> pd.DataFrame:
         """Committed image ids, domains, sets, hashes, pairs and paths, in store order (``set`` as
@@ -219,24 +257,24 @@ class StoreWriter:
 
     # -- appending --------------------------------------------------------------------------
     def reserve(self, n_new: int) -> int:
-        """Grow every features array by ``n_new`` rows past the committed length; return the start."""
-        start = self.committed()
-        for a in self._feature_arrays().values():
-            a.resize((start + n_new, *a.shape[1:]))
-        return start
+        """The first row of the next ``n_new`` images: the committed length. Nothing is resized:
+        rows are written past the arrays' shapes (:meth:`write_features`) and counted at
+        :meth:`commit`."""
+        return self.committed()
 
     def layers_sharing_chunks(self) -> list[str]:
         """Layers whose chunks hold several images: writers running at once must not split them."""
         return [n for n, a in self._feature_arrays().items() if a.chunks[0] > 1]
 
     def write_features(self, start: int, features: dict[str, np.ndarray]) -> None:
-        """Write float16 rows ``start:start+B`` of each layer through xarray."""
+        """Write float16 rows ``start:start+B`` of each layer into its chunks, past the array's
+        stored shape if need be (which only :meth:`commit` grows: see the module docstring)."""
         for name, arr in features.items():
-            ds = xr.Dataset({"features": (("image", "channel", "y", "x"), arr.astype(np.float16, copy=False))})
-            # every chunk holds features: skip zarr's scan of each one for the fill value
-            ds.to_zarr(self.target.zarr_store, group=f"layers/{name}",
-                       region={"image": slice(start, start + arr.shape[0])},
-                       consolidated=False, zarr_format=3, write_empty_chunks=True)
+            if name not in self._layer_arrays:  # kept: only the shape changes, and views are made past it
+                self._layer_arrays[name] = zarr.open_array(self.target.zarr_store, path=f"layers/{name}/features",
+                                                           mode="r+", zarr_format=3)
+            rows = _rows_view(self._layer_arrays[name], start + arr.shape[0])
+            rows[start:start + arr.shape[0]] = arr.astype(np.float16, copy=False)
 
     def commit(self, rows: pd.DataFrame) -> None:
         """Append the root rows (columns ``image`` + ROOT_VARS): from now on they count as stored.
@@ -247,15 +285,15 @@ class StoreWriter:
         rows = rows.assign(set=set_column(rows["domain"].to_numpy(),
                                           rows["set"].to_numpy() if "set" in rows else None))
         self._add_set_variable()
-        n = self.committed() + len(rows)
-        ds = xr.Dataset({k: ("image", _column(rows, k)) for k in ROOT_VARS},
-                        coords={"image": _column(rows, "image")},
-                        attrs=self.attrs)  # xarray rewrites the root attributes on append
-        ds.to_zarr(self.target.zarr_store, append_dim="image", consolidated=False, zarr_format=3)
-        # the commit itself: one rewrite of the root's zarr.json
-        self._attrs = {**self.attrs, COMMITTED: n}
-        self._open("r+").attrs.put(self._attrs)
-        self._consolidate()
+        start = self.committed()
+        n = start + len(rows)
+        root = self._root_arrays()
+        for name, a in root.items():  # 1. the rows, past the stored shapes
+            _rows_view(a, n)[start:n] = _column(rows, name)
+        for a in [*self._feature_arrays().values(), *root.values()]:  # 2. the shapes
+            if a.shape[0] != n:
+                a.resize((n, *a.shape[1:]))
+        self._publish({**self.attrs, COMMITTED: n})  # 3. the commit: one write of the root's zarr.json
 
     def _add_set_variable(self) -> None:
         """Give a store from before sets its ``set`` variable (written before any row is appended:
@@ -274,11 +312,11 @@ class StoreWriter:
         if "maps" not in g:
             return dropped
         for name, sub in list(g["maps"].groups()):
-            if any(a.shape[0] != n for _, a in sub.arrays() if "image" in (a.metadata.dimension_names or ())):
-                del g["maps"][name]
+            if any(a.shape[0] != n for _, a in sub.arrays() if IMAGE_DIM in (a.metadata.dimension_names or ())):
+                del g["maps"][name]  # out of every snapshot since images were added
                 dropped.append(f"maps/{name}")
         if dropped:
-            self._consolidate()
+            self._publish(self.attrs)
         return dropped
 
     def set_pairs(self, pairs: dict[str, str]) -> None:
@@ -291,9 +329,15 @@ class StoreWriter:
         if n and list(new) != list(cur):
             g["pair"][:n] = new
 
-    def _consolidate(self) -> None:
-        """Refresh the consolidated copy of the metadata (after the change it follows)."""
-        consolidate(self.target.zarr_store)
+    def publish(self) -> None:
+        """Publish the store as it stands (a snapshot of the committed rows, every group that
+        covers them): what :func:`consolidate` does, for the lock's holder."""
+        self._publish(self.attrs)
+
+    def _publish(self, attrs: dict) -> None:
+        """Write the root attributes and the snapshot at ``attrs[COMMITTED]`` rows, in one write."""
+        publish(self.target.zarr_store, attrs)
+        self._attrs = dict(attrs)
         self._group = None  # its cached attributes and shapes are stale
 
 
@@ -301,6 +345,40 @@ def _root_array(g: zarr.Group, name: str, n: int) -> zarr.Array:
     is_str = name in STRING_VARS
     return g.create_array(name, shape=(n,), chunks=(ROOT_CHUNK,), dtype=str if is_str else "int32",
                           fill_value="" if is_str else 0, dimension_names=("image",))
+
+
+def _rows_view(a: zarr.Array, rows: int) -> zarr.Array:
+    """``a`` as if it had ``rows`` rows, for writing past its stored shape; nothing is resized.
+    Every chunk written holds features or names: zarr's scan for all-fill chunks is skipped."""
+    meta = a.metadata.to_dict()
+    meta["shape"] = [max(rows, a.shape[0]), *meta["shape"][1:]]
+    return zarr.Array.from_dict(a.store_path, meta).with_config({"write_empty_chunks": True})
+
+
+def _delete_rows_past(a: zarr.Array, n: int) -> bool:
+    """Delete the chunks of ``a`` that lie wholly past row ``n`` (rows written by a run that
+    never committed them); True if there were any. Looks at the first such chunk, and lists the
+    array's keys only if it exists."""
+    per = a.chunks[0]
+    first = -(-n // per)
+    zeros = (0,) * (a.ndim - 1)
+    store = a.store_path.store
+    if not sync(store.exists(f"{a.store_path.path}/{a.metadata.encode_chunk_key((first, *zeros))}")):
+        return False
+    top = first + 1
+    keys = sync(_list(store, a.store_path.path))
+    for k in keys:
+        try:
+            top = max(top, int(k.split(".")[1]) + 1) if k.startswith("c.") else top
+        except (IndexError, ValueError):
+            continue
+    grown = _rows_view(a, top * per)
+    grown.resize((n, *a.shape[1:]))  # deletes the chunks past row n; those before stay
+    return True
+
+
+async def _list(store, prefix: str) -> list[str]:
+    return [k async for k in store.list_dir(prefix)]
 
 
 def _column(rows: pd.DataFrame, k: str) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Extraction sharded over a dask.distributed LocalCluster gives the single-process store."""
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fakesegment_nb as fs
@@ -42,10 +43,15 @@ def test_workers_leave_layers_with_shared_chunks_to_the_driver(tmp_path, pair_di
     label, handed_back = _extract_batch(str(store), None, "ssd300_vgg16", "random:0", writer.attrs["layers"],
                                         "cpu", start, paths, shared)
     assert label == "random:0" and set(handed_back) == set(shared)
-    arrays = writer._feature_arrays()
+    ids = ["real/w0.png", "synthetic/w1.png"]  # commit the two rows, to read them back
+    writer.commit(pd.DataFrame({"image": ids, "domain": ["real", "synthetic"], "path": paths, "pair": "",
+                                "height": 128, "width": 128, "sha256": ["w0", "w1"]}))
+    arrays = StoreWriter(store)._feature_arrays()
+    assert arrays["conv4_3"][start:start + 2].shape[0] == 2
     assert np.isfinite(arrays["conv4_3"][start:start + 2]).all()  # written by the worker
     for name, feats in handed_back.items():  # not written: still the fill value
-        assert feats.shape[0] == 2 and np.isnan(arrays[name][start:start + 2]).all()
+        assert feats.shape[0] == 2 and arrays[name][start:start + 2].shape[0] == 2
+        assert np.isnan(arrays[name][start:start + 2]).all()
 
 
 def test_localcluster_extracts_trained_lite0_as_one_process(tmp_path, pair_dirs):

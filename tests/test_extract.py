@@ -163,16 +163,22 @@ def test_memory_url_store(pair_dirs):
     assert fs.open_store(url).sizes["image"] == 8
 
 
-def test_open_store_reads_only_committed_rows_of_an_interrupted_store(tmp_path, fast_store):
+def test_rows_written_but_never_committed_stay_out_of_sight_and_are_deleted(tmp_path, fast_store):
     store = tmp_path / "s.zarr"
     shutil.copytree(fast_store, store)
     w = StoreWriter(store)
-    start = w.reserve(3)  # rows written by a run that died before committing them
+    start = w.reserve(6)  # rows written by a run that died before committing them
     assert start == 8
-    tree = fs.open_store(store)
-    assert fs.feature_layer(tree, "layer2").sizes["image"] == 8
+    w.write_features(start, {l: np.ones((6, *a.shape[1:]), np.float16) for l, a in w._feature_arrays().items()})
+    # layer1 chunks 4 images: rows 8-13 fill its chunks 2 and 3, past the stored shape
+    assert sorted(p.name for p in (store / "layers/layer1/features").glob("c.*")) == [f"c.{i}.0.0.0" for i in range(4)]
+    for tree in (fs.open_store(store), xr.open_datatree(store, engine="zarr"),
+                 xr.open_datatree(store, engine="zarr", consolidated=False)):
+        assert all(tree[f"layers/{l}/features"].shape[0] == 8 for l in FAST_LAYERS)
     assert w.repair() == 8
+    assert sorted(p.name for p in (store / "layers/layer1/features").glob("c.*")) == ["c.0.0.0.0", "c.1.0.0.0"]
     assert zarr.open_group(str(store))["layers/layer2/features"].shape[0] == 8
+    np.testing.assert_array_equal(fs.feature_layer(store, "layer1").values, fs.feature_layer(fast_store, "layer1").values)
 
 
 def test_feature_map_helpers(fast_store):
@@ -281,7 +287,7 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
     an error): what was written before the failure is kept and the rerun adds the rest."""
     from fakesegment_nb.backbones import Backbone
 
-    calls, real_run = [], Backbone.run
+    calls, real_run = [], Backbone.features  # the forward pass of each batch
 
     def failing(*a, **k):
         calls.append(1)
@@ -289,13 +295,13 @@ def test_a_run_that_fails_midway_keeps_the_batches_it_wrote(tmp_path, pair_dirs,
             raise KeyboardInterrupt
         return real_run(*a, **k)
 
-    monkeypatch.setattr(Backbone, "run", failing)
+    monkeypatch.setattr(Backbone, "features", failing)
     store = tmp_path / "s.zarr"
     kw = dict(model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", progress=False, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
         extract(*pair_dirs, store, **kw)
     assert fs.open_store(store).sizes["image"] == 4
-    monkeypatch.setattr(Backbone, "run", real_run)
+    monkeypatch.setattr(Backbone, "features", real_run)
     again = extract(*pair_dirs, store, **kw)
     assert (again.added, again.already_stored) == (4, 4)
     assert xr.open_datatree(store, engine="zarr", consolidated=False)["layers/layer3/features"].shape[0] == 8
@@ -325,3 +331,19 @@ def test_cuda_features_match_cpu_and_a_cpu_run_completes_the_store(tmp_path, pai
         want = fs.feature_layer(tc, name).sel(image=ids).values.astype(np.float32)
         got = fs.feature_layer(tg, name).sel(image=ids).values.astype(np.float32)
         np.testing.assert_allclose(got, want, rtol=2e-2, atol=2e-2 * float(np.abs(want).max()))
+
+
+def test_features_are_backbone_run_on_the_same_batches_exactly(tmp_path, pair_dirs):
+    """Images are preprocessed one by one in the decoding threads and the network runs on their
+    batch: the store holds what Backbone.run gives for the same batches, bit for bit."""
+    from fakesegment_nb.weights import load_backbone
+
+    store = tmp_path / "s.zarr"
+    extract(*pair_dirs, store, model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0", batch_size=3, progress=False)
+    backbone = load_backbone(FAST_MODEL, "random:0", FAST_LAYERS)[0]
+    table = fs.image_table(store)
+    arrays = [load_rgb(p) for p in table["path"]]
+    want = [backbone.run(arrays[i:i + 3]) for i in range(0, len(arrays), 3)]
+    for layer in FAST_LAYERS:
+        np.testing.assert_array_equal(fs.feature_layer(store, layer).values,
+                                      np.concatenate([w[layer] for w in want]))

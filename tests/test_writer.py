@@ -122,6 +122,127 @@ def test_consolidate_makes_groups_written_later_visible(tmp_path):
     assert "maps" in fs.open_store(path).children  # fresh readers see it at once
     assert consolidate(path) is True
     assert float(open_plainly(path)["maps/paired/score"].sum()) == 3 * 16
-    add(w, 1)  # the maps now cover fewer images: dropped, and the copy says so
+    add(w, 1)  # the maps now cover fewer images: out of what readers see at once, deleted at the end
+    tree = open_plainly(path)
+    assert tree.sizes["image"] == 4 and "paired" not in tree.get("maps", xr.DataTree()).children
+    with w.locked():  # an extraction holds the store: maps and stats leave publishing to its commits
+        assert consolidate(path) is False
     assert w.drop_stale_maps() == ["maps/paired"]
     assert "paired" not in open_plainly(path).get("maps", xr.DataTree()).children
+
+
+# --------------------------------------------------------------------------------------------
+# a store that plain xarray opens at every moment of a run (issue 21)
+
+# mobilenet_v3_small's early stages: a fast network whose small layers chunk 16 images together
+# (so commits land inside chunks, which are rewritten while readers read them)
+RUN_MODEL = ["--model", "torchvision:mobilenet_v3_small", "--layers", "features.3,features.6",
+             "--weights", "random:0", "--batch-size", "4", "--quiet"]
+# a child extraction that commits every 0.1 s (5 s in real runs): a few hundred images, many commits
+CHILD = ("import sys; import fakesegment_nb.extract as e; e.COMMIT_EVERY_S = 0.1; "
+         "from fakesegment_nb.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+@pytest.fixture(scope="module")
+def run_images(tmp_path_factory):
+    """150 real and 150 synthetic 24 x 24 noise images."""
+    from support import noise_images
+
+    root = tmp_path_factory.mktemp("run-images")
+    rng = np.random.default_rng(3)
+    return tuple(noise_images(root / d, [f"img_{i:03d}.png" for i in range(150)], 24, rng)
+                 for d in ("real", "synthetic"))
+
+
+def start_extract(real, syn, store):
+    import subprocess
+    import sys
+
+    argv = ["extract", "--real", str(real), "--synthetic", str(syn), "--store", str(store), *RUN_MODEL]
+    return subprocess.Popen([sys.executable, "-c", CHILD, *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def read_plainly(path):
+    """What a colleague's notebook sees now: None before the store exists, else (ids, tree).
+
+    Asserts that the tree is aligned (every group with an image dimension has the root's
+    length), that it is the committed state, and that its last committed rows hold features."""
+    if not (path / "zarr.json").exists():
+        return None
+    tree = open_plainly(path)  # no warning, no misaligned group
+    if "layers" not in tree.attrs:  # being created: an empty tree
+        assert not tree.children and "image" not in tree.sizes
+        return None
+    n = tree.sizes["image"]
+    assert tree.attrs["images_committed"] == n
+    for node in tree.subtree:
+        if "image" in node.dims:
+            assert node.sizes["image"] == n, node.path
+    ids = [str(i) for i in tree["image"].values]
+    assert len(set(ids)) == n and all(ids)
+    if n:
+        for layer in tree.attrs["layers"]:
+            assert np.isfinite(tree[f"layers/{layer}/features"].isel(image=n - 1).values).all()
+    return ids, tree
+
+
+def test_plain_xarray_opens_the_committed_store_at_every_poll_of_a_run(tmp_path, run_images):
+    store = tmp_path / "s.zarr"
+    proc = start_extract(*run_images, store)
+    seen, sizes = [], set()
+    try:
+        while proc.poll() is None:
+            got = read_plainly(store)
+            if got is None:
+                continue
+            ids, _ = got
+            if seen:  # committed rows never go backwards, and never change
+                assert len(ids) >= len(seen) and ids[:len(seen)] == seen
+            seen = ids
+            sizes.add(len(ids))
+            ours = list(fs.image_table(fs.open_store(store)).index)  # open_store agrees (a commit may fall between)
+            assert ours[:len(ids)] == ids or ids[:len(ours)] == ours
+    finally:
+        out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert "300 images added" in out
+    ids, _ = read_plainly(store)
+    assert len(ids) == 300 and ids == list(fs.image_table(store).index) and ids[:len(seen)] == seen
+    assert len(sizes - {0, 300}) >= 3, f"the polls saw only {sorted(sizes)} images: not a run in progress"
+
+
+def test_after_kill_9_plain_xarray_opens_the_last_commit_and_a_rerun_completes_it(tmp_path, run_images):
+    import os
+    import signal
+    import time
+
+    store = tmp_path / "s.zarr"
+    kills = []
+    for delay in (0.0, 0.35):  # two kills, at different moments of the commit cycle
+        proc = start_extract(*run_images, store)
+        start = int(zarr.open_group(str(store), mode="r").attrs["images_committed"]) if kills else 0
+        t0 = time.time()
+        while True:  # until this run has committed something of its own
+            assert proc.poll() is None, proc.communicate()
+            assert time.time() - t0 < 240
+            if (store / "zarr.json").exists():
+                attrs = zarr.open_group(str(store), mode="r").attrs
+                if int(attrs.get("images_committed", 0)) > start:
+                    break
+            time.sleep(0.02)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        ids, tree = read_plainly(store)  # before any repair
+        assert start < len(ids) < 300, "the kill must land mid-run"
+        assert list(fs.image_table(fs.open_store(store)).index) == ids
+        kills.append(ids)
+    assert kills[1][:len(kills[0])] == kills[0]
+    out = start_extract(*run_images, store).communicate()
+    assert f"{300 - len(kills[1])} images added, {len(kills[1])} already stored" in out[0], out
+    ids, tree = read_plainly(store)
+    table = fs.image_table(store)
+    assert len(ids) == 300 and table.index.is_unique and ids == list(table.index)
+    assert ids[:len(kills[1])] == kills[1]
+    assert not list(store.rglob("*.partial"))
