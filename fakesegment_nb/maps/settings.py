@@ -11,11 +11,11 @@ from ..errors import ParameterError
 from ..store import layer_names
 from .features import as_tree
 
-__all__ = ["LAYER_WEIGHTS", "MAX_NULL_IMAGES", "MEMORY_BANK", "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS",
+__all__ = ["DOMAIN", "DOMAIN_BY_MODEL", "MIN_DOMAIN_IMAGES", "LAYER_WEIGHTS", "MAX_NULL_IMAGES", "MEMORY_BANK", "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS",
            "PAIRED_COMPONENTS_BY_MODEL", "REFERENCE_CENTRE", "REFERENCE_DISTANCE", "SHRINKAGE", "SSIM_MIN_CELLS",
-           "SSIM_SIGMA", "layer_weights", "memory_bank_params", "paired_components"]
+           "SSIM_SIGMA", "domain_params", "layer_weights", "memory_bank_params", "paired_components"]
 
-METHODS = ("paired", "reference")
+METHODS = ("paired", "reference", "domain")
 
 # Layer weights of the fusion, per method and model (layers absent weigh 0).
 #
@@ -43,6 +43,12 @@ LAYER_WEIGHTS: dict[str, dict[str, dict[str, float]]] = {
         "ssd300_vgg16": {"fc7": 1.0, "conv8_2": 1.0},
         "ssdlite320_mobilenet_v3_large": {"c5": 1.0, "extra1": 1.0},
         "efficientnet_lite0": {"p3": 1.0, "p4": 1.0},
+    },
+    # the layers the domain classifier sees (it weighs them itself; any positive weight means "in")
+    "domain": {
+        "ssd300_vgg16": {"conv4_3": 1.0},
+        "ssdlite320_mobilenet_v3_large": {"c4_expand": 1.0},
+        "efficientnet_lite0": {"p2": 1.0, "p3": 1.0},
     },
 }
 # Per-layer components of the paired map and their weights, per model (others: the default).
@@ -77,9 +83,23 @@ REFERENCE_CENTRE: dict[str, bool] = {"efficientnet_lite0": True}
 # 0): seed 1 (all kinds) 0.881 / 0.535 against 0.824 / 0.405, seed 2 (held-out kinds) 0.894 /
 # 0.547 against 0.855 / 0.394.
 MEMORY_BANK = {"grid": None, "pool": 3, "ratio": 0.1, "max_size": 1024, "max_candidates": 16384,
-               "projection": 128, "density": 0, "location": False, "smooth": 0.0}
+               "projection": 128, "density": 0, "location": False, "smooth": 0.0, "set_novelty": False,
+               "set_weight": None}
 MEMORY_BANK_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3", "density": 9, "location": True,
-                                                                "smooth": 1.5}}
+                                                                "smooth": 1.5, "set_novelty": True}}
+# The domain map's classifier (:mod:`.domain`): ``grid`` the layer whose cells are the locations
+# (None: the finest weighted layer), ``pool`` the neighbourhood averaged per cell, ``folds`` of the
+# cross-fitting, ``max_patches`` training patches at most (an equal share per image), ``C`` the
+# logistic regression's inverse L2 strength on standardised features, ``smooth`` the Gaussian
+# smoothing of the score in cells; ``max_values`` bounds the training matrix (patches x features) per
+# fold, so memory and time do not grow with the images or the layers' width (ssd300's conv4_3: 512
+# features, at most 7,812 patches).
+DOMAIN = {"grid": None, "pool": 3, "folds": 5, "max_patches": 40000, "max_values": 4_000_000, "C": 0.01,
+          "smooth": 2.0}
+DOMAIN_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3"}}
+# at least this many real images and synthetic images per set: with fewer, a fold's classifier
+# would be fitted on one or two images of a domain
+MIN_DOMAIN_IMAGES = 3
 SHRINKAGE = 0.1
 SSIM_MIN_CELLS = 7
 MAX_NULL_IMAGES = 32
@@ -130,4 +150,26 @@ def memory_bank_params(store, layers: list[str], bank: dict | None = None) -> di
         raise ParameterError("bank", "ratio must be in (0, 1]; max_size, max_candidates and pool at least 1")
     if out["density"] < 0 or out["smooth"] < 0:
         raise ParameterError("bank", "density and smooth must be at least 0")
+    if out["set_weight"] is not None and not 0 <= float(out["set_weight"]) <= 1:
+        raise ParameterError("bank", "set_weight must be None (from the set's coherence) or in [0, 1]")
+    return out
+
+
+def domain_params(store, layers: list[str], domain: dict | None = None) -> dict:
+    """The domain classifier's settings for the store's model (:data:`DOMAIN`, the model's
+    :data:`DOMAIN_BY_MODEL`, then ``domain``), checked."""
+    tree = as_tree(store)
+    out = {**DOMAIN, **DOMAIN_BY_MODEL.get(str(tree.attrs.get("model", "")), {}), **(domain or {})}
+    unknown = set(out) - set(DOMAIN)
+    if unknown:
+        raise ParameterError("domain", f"has an unknown setting {', '.join(sorted(unknown))}; "
+                                       f"choose from {', '.join(DOMAIN)}")
+    if out["grid"] is None:  # the finest weighted layer
+        out["grid"] = max(layers, key=lambda l: tree["layers"][l]["features"].shape[2])
+    if out["grid"] not in layer_names(tree):
+        raise ParameterError("domain", f"grid {out['grid']!r} is not a layer of the store")
+    if int(out["folds"]) < 2 or int(out["pool"]) < 1 or int(out["max_patches"]) < 1 or int(out["max_values"]) < 1:
+        raise ParameterError("domain", "folds must be at least 2, pool, max_patches and max_values at least 1")
+    if not float(out["C"]) > 0 or float(out["smooth"]) < 0:
+        raise ParameterError("domain", "C must be positive and smooth at least 0")
     return out
