@@ -22,7 +22,8 @@ paste sources (16; a different one for each render of a group); which renders ge
 
 For each seed it prints pixel AUROC / AP (per image, mean), pooled AP, IoU of the calibrated masks,
 and the share of each synthetic image's area the mask covers, for the ``domain`` and ``reference``
-maps on both constructions, with AUROC / AP per render group (randomised / photoreal). ``--probe``
+maps on both constructions, with AUROC / AP per render group (randomised / photoreal). A row ``reference[real only]`` gives the
+reference map without the set's own bank (as before issue 17; computed, not stored). ``--probe``
 also runs the probe of the same seed (bench_maps.py's: seed 0 tuning kinds, 1 all, 2 held-out
 kinds) and prints its figures beside the warehouse's.
 
@@ -53,6 +54,7 @@ PASTE_AREA = (0.25, 0.40)
 INSERT_KINDS = ("flat_shading", "banding", "aliasing", "repeated_tiles", "cg_highlight")
 GROUPS = ("randomised", "photoreal")
 METHODS = ("domain", "reference")
+OLD_REFERENCE = "reference[real only]"  # the reference map without the set's own bank (before issue 17)
 
 
 def _working(path: Path) -> np.ndarray:
@@ -197,8 +199,10 @@ def measure(store: Path, masks: Path) -> tuple[dict, "pd.DataFrame"]:
     """Compute the maps (``all``: reference and domain; the store has no pairs) and evaluate them:
     ``({method: row}, per-image frame)``; each row adds ``area``, the mean share of a synthetic
     image's area its mask covers, and ``seconds``."""
-    from fakesegment_nb.evaluate import evaluate
-    from fakesegment_nb.maps import compute_maps, read_maps
+    import pandas as pd
+
+    from fakesegment_nb.evaluate import evaluate, load_masks, score_images
+    from fakesegment_nb.maps import compute_maps, read_maps, reference_maps
     from fakesegment_nb.store import image_table
 
     res = compute_maps(store, "all")
@@ -210,7 +214,18 @@ def measure(store: Path, masks: Path) -> tuple[dict, "pd.DataFrame"]:
         row["area"] = float(np.asarray(read_maps(store, m)["mask"].values)[syn].mean())
         row["seconds"] = res[m].seconds
         rows[m] = row
-    return rows, ev.per_image
+    # the reference map before issue 17: the real bank only (not stored)
+    t = time.perf_counter()
+    alt = reference_maps(store, bank={"set_novelty": False}).dataset
+    truth, _ = load_masks(store, masks)
+    ids = [str(v) for v in alt["image"].values]
+    pos = {k: ids.index(k) for k in truth}
+    row, per = score_images(OLD_REFERENCE, {i: alt["score"].values[p] for i, p in pos.items()}, truth,
+                            {i: float(alt["threshold"].values[p]) for i, p in pos.items()})
+    row["area"] = float(np.asarray(alt["mask"].values)[syn].mean())
+    row["seconds"] = time.perf_counter() - t
+    rows[OLD_REFERENCE] = row
+    return rows, pd.concat([ev.per_image, pd.DataFrame(per)])
 
 
 def probe_rows(work: Path, seed: int) -> tuple[str, dict]:
@@ -236,7 +251,7 @@ def probe_rows(work: Path, seed: int) -> tuple[str, dict]:
 
 
 def _line(*cells) -> str:
-    widths = (12, 11, 10, 8, 8, 10, 7, 7, 8)
+    widths = (14, 12, 22, 8, 8, 10, 7, 7, 8)
     return "".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
 
@@ -275,7 +290,7 @@ def main(argv=None) -> int:
                                 f"{r['seconds']:.1f}"))
             for name, frames in per_image.items():
                 per = pd.concat(frames)
-                for m in METHODS:
+                for m in (*METHODS, OLD_REFERENCE):
                     p = per[per["name"] == m]
                     print(_line(name, "all 21", m, _fmt(float(p["auroc"].mean())), _fmt(float(p["ap"].mean())),
                                 "", "", "", ""))

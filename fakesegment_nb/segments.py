@@ -228,7 +228,7 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     loc = np.asarray(ds["location_scale"].values[pos], np.float32) if "location_scale" in ds else None
     r = terms(bank, loc) / params["layer_scales"][layers[0]]
     per_cell = r
-    sets = [str(v) for v in ds["reference_set_name"].values] if "set_weight" in ds else []
+    sets = [s_["set"] for s_ in params.get("sets", [])] if "set_weight" in ds else []
     own = set_of_images(image_table(tree))[pos]
     if own in sets and float(ds["set_weight"].values[sets.index(own)]) > 0:
         s_ = sets.index(own)

@@ -289,6 +289,5 @@ def domain_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
                        calibration="real images scored out of fold (cross-fitted classifiers); per set, threshold "
                                    "= 1 - fpr quantile of the real images' scores",
                        params=params, n_img=n, extra=extra)
-    ds = ds.assign_coords(domain_set=np.array(names, dtype=object))
     return Maps("domain", ds, time.perf_counter() - t0)
 

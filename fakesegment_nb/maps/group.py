@@ -27,11 +27,12 @@ the fitted state, reused by :func:`fakesegment_nb.segments.attribute` instead of
 ``set_bank``   (``reference``, memory bank with ``set_novelty``) (``reference_set``, fold,
                ``set_bank_patch``, ``bank_feature``) float32 each set's two banks (NaN rows pad),
                with ``set_scale``, ``set_weight`` (``reference_set``,) float64 the divisor of ``S``
-               and the exponent ``a`` (0: the set's reference is not used), ``reference_set_name``;
+               and the exponent ``a`` (0: the set's reference is not used), in the order of
+               ``params["sets"]``;
 ``domain_coef``, ``domain_centre``  (``domain``) (``domain_set``, fold, ``domain_feature``) float32
                each set's and fold's classifier: the weights on the raw patch features and the mean
-               real training patch (NaN rows pad sets with fewer folds); coordinate ``domain_set``
-               holds the set names;
+               real training patch (NaN rows pad sets with fewer folds), sets in the order of
+               ``params["sets"]``;
 ``domain_fold``  (``domain``) (``domain_set``, image) int16 the fold whose classifier scored each
                image in each set's fit (-1: not in that fit);
 attributes ``method``, ``layers``, ``layer_weights`` (JSON), ``fpr``, ``calibration`` (text),

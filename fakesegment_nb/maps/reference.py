@@ -298,8 +298,7 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
             stacked[s_, k, :b.shape[0]] = b
     extra = {"set_bank": (("reference_set", "fold", "set_bank_patch", "bank_feature"), stacked),
              "set_scale": (("reference_set",), np.array(scales, np.float64)),
-             "set_weight": (("reference_set",), np.array(weights, np.float64)),
-             "reference_set_name": (("reference_set",), np.array(names, dtype=str))}
+             "set_weight": (("reference_set",), np.array(weights, np.float64))}
     return layer_maps, extra, info
 
 

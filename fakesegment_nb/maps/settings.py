@@ -87,6 +87,27 @@ MEMORY_BANK = {"grid": None, "pool": 3, "ratio": 0.1, "max_size": 1024, "max_can
                "set_weight": None}
 MEMORY_BANK_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3", "density": 9, "location": True,
                                                                 "smooth": 1.5, "set_novelty": True}}
+# The set's own reference of the reference map (``set_novelty``, efficientnet_lite0; :mod:`.set_novelty`):
+# a synthetic image's score is R^(1-a) S^a, S the distance to a bank of its set's other images, with
+# a = clip(1 - c, 0, 1) and c the set's coherence (its images' median squared distance to the set's
+# bank over that to the real bank; ``set_weight`` fixes a instead). Tuned on seed 0 only: the
+# warehouse insertions (benchmarks/bench_real_maps.py; each render group a set, 30 real photos) and
+# the probe (bench_maps.py), pixel AUROC / AP per image:
+#   photoreal renders (6 views of one scene, c 0.52): R alone 0.652 / 0.056; a = 0.5 0.938 / 0.315;
+#     one bank of real and set patches together ("union", nearest of either) 0.942 / 0.392; the
+#     automatic a (0.48) 0.936 / 0.317;
+#   randomised renders (15, textures randomised on purpose, c 0.85-0.91): R 0.590 / 0.062; a = 0.5
+#     0.570 / 0.050; union 0.583 / 0.047; automatic (a about 0.1) 0.586 / 0.058 -- no set reference
+#     helps a set without a common look;
+#   probe seed 0 (renders of unrelated photos, c 1.00-1.06): R 0.907 / 0.559; a = 0.5 0.834 / 0.392;
+#     union 0.637 / 0.221 (the set's bank holds the other renders' artefacts, which the coreset
+#     favours); automatic (a = 0) 0.907 / 0.559.
+# Removing the global look from the features instead (both render groups as one set, seed 0
+# insertions, R 0.613 / 0.051): CORAL (synthetic patches whitened and re-coloured to the real
+# covariance) 0.617 / 0.050, per-channel moments 0.605, instance normalisation (per image median
+# and MAD) 0.601, projecting out 5 real-vs-synthetic directions (INLP) 0.567; p2 + p3 instead of
+# p3 + p4 0.655 / 0.079. None separates a rendered detail from the render's own content.
+#
 # The domain map's classifier (:mod:`.domain`): ``grid`` the layer whose cells are the locations
 # (None: the finest weighted layer), ``pool`` the neighbourhood averaged per cell, ``folds`` of the
 # cross-fitting, ``max_patches`` training patches at most (an equal share per image), ``C`` the
@@ -97,6 +118,17 @@ MEMORY_BANK_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3", "d
 DOMAIN = {"grid": None, "pool": 3, "folds": 5, "max_patches": 40000, "max_values": 4_000_000, "C": 0.01,
           "smooth": 2.0}
 DOMAIN_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3"}}
+# efficientnet_lite0 (ImageNet weights), tuned on seed 0's warehouse composites only (each render
+# group a set of its own against 30 real photos; benchmarks/bench_real_maps.py), pixel AUROC / AP
+# per image, photoreal (6) / randomised (15): layers p2 + p3, C 0.1, no smoothing 0.898 / 0.947,
+# 0.750 / 0.852; C 0.01 0.902, 0.752; + smoothing 1 cell 0.918, 0.763; 2 cells 0.922 / 0.961,
+# 0.769 / 0.871 (chosen); 3 cells 0.917, 0.769; pool 5 0.917, 0.780; p2 + p3 + p4 0.839, 0.718.
+# On an earlier build of the composites (one paste photo could serve two renders of a set): p3 + p4
+# 0.833 / 0.679 (photoreal / randomised), p2 + p3 0.848 / 0.730, p2-p5 0.812 / 0.644, p2 alone 0.727
+# / 0.698; an additive spline model (SplineTransformer per feature, still exact per channel) 0.884 /
+# 0.737 at 3x the time; multiple-instance relabelling (refit on the synthetic patches that score
+# above the real median) no change; features centred per image 0.52 (the global look is what this
+# map is about). ssd300_vgg16 and ssdlite: conv4_3 / c4_expand, not measured.
 # at least this many real images and synthetic images per set: with fewer, a fold's classifier
 # would be fitted on one or two images of a domain
 MIN_DOMAIN_IMAGES = 3
@@ -108,11 +140,14 @@ MAX_NULL_IMAGES = 32
 def layer_weights(store, weights: dict[str, float] | None = None, method: str = "paired") -> dict[str, float]:
     """The fusion weight of every layer of ``store`` for ``method`` (explicit ``weights`` win).
 
-    Models without an entry in :data:`LAYER_WEIGHTS` weigh every layer 1.
+    Models without an entry in :data:`LAYER_WEIGHTS` weigh every layer 1 (so does ``domain`` on a store
+    that holds none of the model's layers).
     """
     tree = as_tree(store)
     names = layer_names(tree)
     table = LAYER_WEIGHTS[method].get(str(tree.attrs.get("model", "")))
+    if table is not None and method == "domain" and not any(table.get(n, 0) > 0 for n in names):
+        table = None  # a store extracted with other layers: the classifier sees every stored layer
     base = dict(table) if table is not None else {n: 1.0 for n in names}
     if weights:
         unknown = [k for k in weights if k not in names]
