@@ -173,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("maps", help="unrealistic-detail maps and masks into the store (maps/<method>)")
     mp.add_argument("--store", required=True, help="feature store path or fsspec URL")
-    mp.add_argument("--method", default="all", choices=["paired", "reference", "all"])
+    mp.add_argument("--method", default="all", choices=["paired", "reference", "domain", "all"],
+                    help="paired: against each image's real twin; reference: unusual details (against real "
+                         "images and the set's own typical look); domain: where an image looks rendered "
+                         "(a patch classifier, real against synthetic); all (default): every method that applies")
     mp.add_argument("--fpr", type=float, default=0.05,
                     help="false-positive rate the mask thresholds are calibrated at (default 0.05)")
     mp.set_defaults(func=_maps)

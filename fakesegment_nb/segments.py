@@ -14,12 +14,15 @@ layer's contribution splits (up to the bilinear upsampling) into per-channel con
   channel ``c`` (``n_ssim`` the channels with a range, the others count 0), averaged over the
   region's cells (cells weighted by how much of them the region covers); the terms are the maps'
   own (:func:`fakesegment_nb.maps.paired.paired_terms`), with the spread the maps used;
+* ``domain``: the classifier's logit is linear in the patch features, so the score is exactly
+  ``sum_c w_c (x_c - m_c)`` over the layers' channels (smoothed, a linear filter), with the stored
+  weights and mean real patch of the classifier that scored the image (its set and fold);
 * ``reference``: the squared Mahalanobis distance ``v' P v = sum_c v_c (P v)_c`` split by
   channel (a channel may contribute negatively), with the same fold's Gaussian as the map; with
   the memory bank, the squared distance to the nearest bank patch ``sum_c (q_c - b_c)^2`` split
   by channel, with the stored bank of the same fold.
 
-The fitted state (spread, Gaussians, banks) is read from the maps group; maps written before it
+The fitted state (spread, Gaussians, banks, domain classifiers) is read from the maps group; maps written before it
 was stored get it refitted as the maps fitted it.
 
 Channels are the stored ``channel`` indices of ``layers/<name>/features``: open them with
@@ -39,6 +42,8 @@ from .errors import FakesegmentError
 from .maps import as_tree, fold_models, input_size, read_maps, upsample
 from .maps.features import centre, read_features
 from .maps.gaussian import mahalanobis_terms
+from .maps.domain import domain_terms
+from .maps.features import set_of_images
 from .maps.memory_bank import bank_distances, bank_patches, bank_spread, smooth_cells
 from .maps.paired import components_used, paired_spreads, paired_terms
 from .maps.reference import layer_gaussian
@@ -75,7 +80,7 @@ def find_regions(store, method: str = "paired", images: list[str] | str | None =
     Parameters
     ----------
     store : feature store path or open tree, with maps of ``method``.
-    method : "paired" or "reference".
+    method : "paired", "reference" or "domain".
     images : one id, a list of ids, or None for every *synthetic* image the method scored
         (the reference method also scores real images; ask for them by id).
     min_area : regions with fewer pixels (input resolution) are dropped.
@@ -189,33 +194,75 @@ def _top(per: np.ndarray, top: int):
     return [(ch, per[ch]) for ch in order]
 
 
+def _stored_bank(ds, var: str, *index) -> torch.Tensor:
+    b = np.asarray(ds[var].values[index], np.float32)
+    return torch.from_numpy(b[np.isfinite(b).all(1)])
+
+
 def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarray]:
-    """Per layer, per channel: the region's (cell-weighted) squared difference to the nearest
-    patch of the stored memory bank of the image's fold, undone from the layer's fusion weight
-    and divided by the map's scale (so that times ``w_l / sum w`` it sums to the layer's share)."""
-    table = image_table(tree)
-    _, model_of = fold_models(table, int(params.get("seed", 0)))
-    k = int(model_of[pos])
-    bank = np.asarray(ds["bank"].values[k], np.float32)
-    bank = torch.from_numpy(bank[np.isfinite(bank).all(1)])
+    """Per layer, per channel: the region's (cell-weighted) share of the score from the stored memory
+    bank of the image's fold -- the squared difference to the nearest bank patch, divided by the
+    map's location divisor and scale and smoothed as the map was; with the set's own reference
+    (:mod:`fakesegment_nb.maps.set_novelty`), the score ``R^(1-a) S^a`` split as
+    ``score ((1 - a) r_c / R + a s_c / S)`` -- undone from the layer's fusion weight (so that times
+    ``w_l / sum w`` it sums to the layer's share)."""
+    if "reference_fold" in ds:
+        k = int(ds["reference_fold"].values[pos])
+    else:  # maps written before the folds were stored drew a coin for unpaired synthetic images
+        k = int(fold_models(image_table(tree), int(params.get("seed", 0)), balanced=False)[1][pos])
+    bank = _stored_bank(ds, "bank", k)
     scale = torch.from_numpy(np.asarray(ds["bank_scale"].values[k], np.float32))
     slices = params["slices"]
     layers = list(slices)
     grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
-    q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(params["bank"]["pool"]),
-                     bool(params.get("centre", False)))
-    q = q[0].reshape(q.shape[1], -1).T
     bp = params["bank"]
-    diff = bank_distances(q, bank, bank_spread(bank, int(bp.get("density", 0)))).numpy()
-    if "location_scale" in ds:  # the map's per-location divisor, then its smoothing (linear per channel)
-        diff = diff / np.asarray(ds["location_scale"].values[pos], np.float32).reshape(-1, 1)
-    diff = smooth_cells(diff.T.reshape(-1, *grid), float(bp.get("smooth", 0.0))).reshape(diff.shape[1], -1).T
-    cw = _cell_weights(m, *grid).reshape(-1, 1)
+    q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(bp["pool"]), bool(params.get("centre", False)))
+    q = q[0].reshape(q.shape[1], -1).T
+
+    def terms(b, divisor=None):  # (D, h, w) per-channel terms, as the map computed them
+        t = bank_distances(q, b, bank_spread(b, int(bp.get("density", 0)))).numpy()
+        if divisor is not None:
+            t = t / divisor.reshape(-1, 1)
+        return smooth_cells(t.T.reshape(-1, *grid), float(bp.get("smooth", 0.0)))
+
+    loc = np.asarray(ds["location_scale"].values[pos], np.float32) if "location_scale" in ds else None
+    r = terms(bank, loc) / params["layer_scales"][layers[0]]
+    per_cell = r
+    sets = [s_["set"] for s_ in params.get("sets", [])] if "set_weight" in ds else []
+    own = set_of_images(image_table(tree))[pos]
+    if own in sets and float(ds["set_weight"].values[sets.index(own)]) > 0:
+        s_ = sets.index(own)
+        a = float(ds["set_weight"].values[s_])
+        st = terms(_stored_bank(ds, "set_bank", s_, k)) / float(ds["set_scale"].values[s_])
+        big_r, big_s = np.maximum(r.sum(0), 1e-12), np.maximum(st.sum(0), 1e-12)
+        score = np.clip(r.sum(0), 0, None) ** (1 - a) * np.clip(st.sum(0), 0, None) ** a
+        per_cell = score[None] * ((1 - a) * r / big_r[None] + a * st / big_s[None])
+    cw = _cell_weights(m, *grid)
     cw = cw / cw.sum() if cw.sum() > 0 else cw
+    per = (per_cell * cw[None]).sum(axis=(1, 2))
     weights = json.loads(ds.attrs["layer_weights"])
     wsum = sum(weights[l] for l in layers)
-    return {l: (diff[:, a:z] * cw).sum(0) * (wsum / weights[l]) / params["layer_scales"][l]
-            for l, (a, z) in slices.items()}
+    return {l: per[a_:z] * (wsum / weights[l]) for l, (a_, z) in slices.items()}
+
+
+def _domain_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarray]:
+    """Per layer, per channel: the region's (cell-weighted) share of the domain score, from the
+    stored classifier of the image's set and fold (a real image: the first set's)."""
+    sets = list(params["sets"])
+    own = set_of_images(image_table(tree))[pos]
+    s = sets.index(own) if own in sets else 0
+    k = int(ds["domain_fold"].values[s, pos])
+    slices = params["slices"]
+    layers = list(slices)
+    grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
+    d = slices[layers[-1]][1]
+    q = bank_patches(tree, layers, np.array([pos]), torch.ones(d), grid, int(params["pool"]), False)
+    t = domain_terms(q, ds["domain_coef"].values[s, k], ds["domain_centre"].values[s, k])[0].numpy()
+    t = smooth_cells(t, float(params.get("smooth", 0.0)))
+    cw = _cell_weights(m, *grid)
+    cw = cw / cw.sum() if cw.sum() > 0 else cw
+    per = (t * cw[None]).sum(axis=(1, 2))
+    return {l: per[a:z] for l, (a, z) in slices.items()}
 
 
 def attribute(store, image: str, region: int | None = None, box=None, method: str = "paired",
@@ -228,7 +275,7 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
     image : image id (a synthetic image).
     region : region number from :func:`find_regions`, or
     box : ``(y0, x0, y1, x1)`` in input pixels.
-    method : "paired" or "reference".
+    method : "paired", "reference" or "domain".
     top : channels reported per layer.
 
     Returns
@@ -255,6 +302,8 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
     rows = []
     bank_terms = (_bank_terms(tree, ds, params, pos, m) if method == "reference"
                   and params.get("distance") == "memory_bank" else None)
+    if method == "domain":  # the layer maps are each layer's share already: no fusion weight to undo
+        bank_terms = {l: v * (wsum / weights[l]) for l, v in _domain_terms(tree, ds, params, pos, m).items()}
     spreads = paired_spreads(tree, ds) if method == "paired" else None
     for layer in contrib:
         c, h, w = tree["layers"][layer]["features"].shape[1:]
@@ -282,8 +331,9 @@ def attribute(store, image: str, region: int | None = None, box=None, method: st
                 term, divisor = terms[k]
                 per += (v / ctot / scale) * (term[0] * cw[None]).sum(axis=(1, 2)) / int(divisor[0])
         else:
-            _, model_of = fold_models(table, int(params.get("seed", 0)))
-            g = layer_gaussian(tree, ds, layer, int(model_of[pos]))
+            k = (int(ds["reference_fold"].values[pos]) if "reference_fold" in ds
+                 else int(fold_models(table, int(params.get("seed", 0)), balanced=False)[1][pos]))
+            g = layer_gaussian(tree, ds, layer, k)
             v = (centre(fs) if bool(params.get("centre", False)) else fs)[0].reshape(c, -1).T
             per = (mahalanobis_terms(v, g) * cw.reshape(-1, 1)).sum(0) / c / params["layer_scales"][layer]
         rows.extend({"layer": layer, "channel": int(ch), "contribution": float(v)} for ch, v in _top(per * lw, top))

@@ -70,7 +70,7 @@ def test_quality_bars_on_the_small_probe():
     assert t.loc["paired", "auroc"] >= 0.90
     assert t.loc["paired", "auroc"] >= t.loc["pixel_absdiff", "auroc"] + 0.05
     assert t.loc["reference", "auroc"] >= 0.55
-    for name in ("paired", "reference", "pixel_absdiff", "pixel_1-ssim"):
+    for name in ("paired", "reference", "domain", "pixel_absdiff", "pixel_1-ssim"):
         assert 0 <= t.loc[name, "ap"] <= 1 and 0 <= t.loc[name, "iou"] <= 1
     assert t.loc["paired", "iou"] > 0.1  # the calibrated masks find something
     assert not ev.notes
@@ -120,7 +120,7 @@ def test_cli_evaluate_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "pixel_1-ssim" in proc.stdout and "paired" in proc.stdout
     data = json.loads(out.read_text())
-    assert set(data["methods"]) == {"paired", "reference"}
+    assert set(data["methods"]) == {"paired", "reference", "domain"}
     assert set(data["baselines"]) == {"pixel_absdiff", "pixel_1-ssim"}
     for row in [*data["methods"].values(), *data["baselines"].values()]:
         assert {"auroc", "ap", "ap_pooled", "iou", "iou_mean", "images"} <= set(row)

@@ -25,8 +25,8 @@ def test_schema_of_stored_maps():
     tree = xr.open_datatree(store, engine="zarr", consolidated=False)  # as DESIGN.md promises
     table = image_table(store)
     size = tuple(tree.attrs["input_size"])
-    assert set(stored_methods(store)) == {"paired", "reference"}
-    for method in ("paired", "reference"):
+    assert set(stored_methods(store)) == {"paired", "reference", "domain"}
+    for method in ("paired", "reference", "domain"):
         ds = tree["maps"][method]
         assert ds["score"].dims == ("image", "y", "x")
         assert ds["score"].shape == (len(table), *size)
@@ -38,8 +38,8 @@ def test_schema_of_stored_maps():
     score = paired["score"].values
     assert np.isnan(score[~syn]).all() and np.isfinite(score[syn]).all()
     assert not paired["mask"].values[~syn].any()
-    ref = tree["maps"]["reference"]["score"].values
-    assert np.isfinite(ref).all()  # the unpaired method scores real images too (cross-fitted)
+    for unpaired in ("reference", "domain"):  # the unpaired methods score real images too (cross-fitted)
+        assert np.isfinite(tree["maps"][unpaired]["score"].values).all()
     # the root is untouched: its attributes and image table still read
     assert tree.attrs["model"] == "ssd300_vgg16" and tree.attrs["weights"] == "random:0"
     assert open_store(store).sizes["image"] == len(table)
@@ -140,11 +140,11 @@ def test_store_without_pairs_asked_for_paired():
     assert "--method reference" in proc.stderr
 
 
-def test_all_on_a_store_without_pairs_writes_reference(tmp_path):
+def test_all_on_a_store_without_pairs_writes_reference_and_domain(tmp_path):
     store = copy_store(unpaired_store(), tmp_path)
     res = compute_maps(store, "all")
-    assert list(res) == ["reference"] and any("paired maps skipped" in n for n in res["reference"].notes)
-    assert stored_methods(store) == ["reference"]
+    assert list(res) == ["reference", "domain"] and any("paired maps skipped" in n for n in res["domain"].notes)
+    assert sorted(stored_methods(store)) == ["domain", "reference"]
     with pytest.raises(FakesegmentError, match="no paired maps"):
         read_maps(store, "paired")
 

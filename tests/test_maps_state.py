@@ -3,13 +3,15 @@ group and reused by :func:`fakesegment_nb.segments.attribute`, and stores writte
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from fakesegment_nb.maps import Maps, paired_maps, read_maps, write_maps
 from fakesegment_nb.segments import attribute, find_regions
-from fakesegment_nb.store import open_store
+from fakesegment_nb.store import image_table, open_store
 
 from support import copy_store, lite0_probe, small_probe
 
@@ -139,3 +141,50 @@ def test_paired_terms_add_up_to_the_layer_components():
     want = 1.0 - torch.nan_to_num(local_ssim(torch.from_numpy(zs), torch.from_numpy(zr), sigma=SSIM_SIGMA),
                                   nan=1.0).numpy()
     np.testing.assert_array_equal(means["ssim"], want)
+
+
+def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
+    # the probe's set is incoherent (renders of unrelated photos: its own bank weighs 0), so force
+    # the exponent to exercise the geometric mean R^(1-a) S^a and its split by channel
+    from fakesegment_nb.maps import reference_maps
+    from fakesegment_nb.maps.reference import fold_models
+    from fakesegment_nb.maps.set_novelty import set_bank_folds
+
+    _, src = lite0_probe()
+    auto = read_maps(src, "reference")
+    sets = json.loads(auto.attrs["params"])["sets"]
+    assert [s["set"] for s in sets] == ["synthetic"] and 0 <= sets[0]["weight"] <= 1 and sets[0]["coherence"] > 0
+    store = copy_store(src, tmp_path)
+    write_maps(store, reference_maps(store, bank={"set_weight": 0.5}))
+    ds = read_maps(store, "reference")
+    assert float(ds["set_weight"].values[0]) == 0.5 and ds["set_bank"].shape[:2] == (1, 2)
+    table = image_table(store)
+    syn = np.flatnonzero(table["domain"].to_numpy() == "synthetic")
+    real = np.flatnonzero(table["domain"].to_numpy() == "real")
+    # real images keep R: their scores (and so the threshold) are those of the automatic maps
+    np.testing.assert_array_equal(ds["score"].values[real], auto["score"].values[real])
+    assert not np.allclose(ds["score"].values[syn], auto["score"].values[syn])
+    # cross-fitted: no synthetic image is in the set bank that scores it
+    model_of = ds["reference_fold"].values
+    assert np.array_equal(model_of, fold_models(table)[1])
+    for k, members in set_bank_folds(model_of, syn).items():
+        assert not (model_of[members] == k).any()
+    image = str(table.index[syn[0]])
+    a = attribute(store, image, box=_whole_image(store), method="reference", top=10_000)
+    per_layer = a.channels.groupby("layer")["contribution"].sum()
+    for layer in ("p3", "p4"):
+        want = float(np.mean(ds[f"layer_{layer}"].values[syn[0]], dtype=np.float64))
+        assert per_layer[layer] == pytest.approx(want, rel=1e-4), layer
+
+
+def test_unpaired_synthetic_images_alternate_between_the_folds_per_set():
+    from fakesegment_nb.maps.reference import fold_models
+
+    table = pd.DataFrame({"domain": ["real"] * 4 + ["synthetic"] * 6, "pair": [""] * 10,
+                          "set": [""] * 4 + ["a", "a", "a", "b", "b", "a"]},
+                         index=[f"img{i}" for i in range(10)])
+    for seed in range(5):
+        _, model_of = fold_models(table, seed)
+        for s, n in (("a", 4), ("b", 2)):
+            m = model_of[(table["set"] == s).to_numpy()]
+            assert sorted(np.bincount(m, minlength=2)) == [n // 2, n - n // 2]

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from ..calibration import DEFAULT_FPR
-from ..errors import ParameterError
+from ..errors import FakesegmentError, ParameterError
 from ..store import image_table
 from .features import as_tree, image_pairs
+from .domain import domain_maps
 from .group import Maps, write_maps
 from .paired import paired_maps
 from .reference import reference_maps
@@ -18,15 +19,16 @@ def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DE
                  weights: dict[str, float] | None = None) -> dict[str, Maps]:
     """Compute (and by default write) the maps of one method or of ``"all"``.
 
-    With ``"all"``, ``paired`` is skipped with a note when the store has no pairs. To write,
-    pass the store's path or URL.
+    With ``"all"``, ``paired`` is skipped with a note when the store has no pairs, and ``domain``
+    when it has too few images of either domain (the note says how many it needs); the notes go
+    with the last method computed. To write, pass the store's path or URL.
 
     Returns
     -------
     ``{method: Maps}``.
     """
     if method not in (*METHODS, "all"):
-        raise ParameterError("method", f"{method!r} is unknown; choose paired, reference or all")
+        raise ParameterError("method", f"{method!r} is unknown; choose paired, reference, domain or all")
     tree = as_tree(store)
     out: dict[str, Maps] = {}
     notes = []
@@ -34,9 +36,19 @@ def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DE
         if m == "paired" and method == "all" and image_pairs(image_table(tree))[0].size == 0:
             notes.append("no synthetic image has a real partner: paired maps skipped")
             continue
-        res = (paired_maps if m == "paired" else reference_maps)(tree, weights=weights, fpr=fpr)
-        res.notes.extend(notes)
+        try:
+            res = _COMPUTE[m](tree, weights=weights, fpr=fpr)
+        except FakesegmentError as exc:
+            if isinstance(exc, ParameterError) or not (m == "domain" and method == "all"):
+                raise
+            notes.append(f"domain maps skipped: {exc}")
+            continue
         if write:
             write_maps(store, res)
         out[m] = res
+    if out:
+        next(reversed(out.values())).notes.extend(notes)
     return out
+
+
+_COMPUTE = {"paired": paired_maps, "reference": reference_maps, "domain": domain_maps}

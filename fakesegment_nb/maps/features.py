@@ -16,7 +16,7 @@ from ..store import as_tree as store_tree
 from ..store import partners
 
 __all__ = ["MAX_REAL_FOR_SPREAD", "as_tree", "batches", "centre", "image_pairs", "input_size", "read_features",
-           "real_spread"]
+           "real_spread", "set_of_images"]
 
 # the real images the per-channel spread is estimated from, at most (a seeded random sample)
 MAX_REAL_FOR_SPREAD = 256
@@ -42,6 +42,14 @@ def image_pairs(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     (:func:`fakesegment_nb.store.partners`)."""
     found = partners(table)
     return found["i_syn"].to_numpy(int), found["i_real"].to_numpy(int)
+
+
+def set_of_images(table: pd.DataFrame) -> np.ndarray:
+    """The synthetic set of every image ("" for real images); ``"synthetic"`` for a store written
+    before sets existed (DESIGN.md section 3)."""
+    dom = table["domain"].to_numpy()
+    sets = table["set"].astype(str).to_numpy() if "set" in table else np.where(dom == "synthetic", "synthetic", "")
+    return np.where(dom == "synthetic", np.where(sets == "", "synthetic", sets), "")
 
 
 def batches(n: int, size: int):

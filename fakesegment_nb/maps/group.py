@@ -1,7 +1,7 @@
 """The maps group of a store, ``/maps/<method>`` (DESIGN.md section 3): fusing layer maps into
 the score, building the group's dataset, writing and reading it.
 
-Fusion (both methods): every layer map is upsampled bilinearly to the network input size
+Fusion (every method): every layer map is upsampled bilinearly to the network input size
 (root attribute ``input_size``, ``align_corners=False`` as torchvision resizes) and the fused
 ``score`` is the weighted mean of the layer maps (:func:`fuse`). The weighted layer maps at their
 own resolution are stored as ``layer_<name>`` variables: their upsampled sum is ``score``, which
@@ -23,6 +23,18 @@ the fitted state, reused by :func:`fakesegment_nb.segments.attribute` instead of
                fitted banks (NaN rows pad the smaller) and (fold, bank_feature) the feature scales;
 ``location_scale``  (``reference``, memory bank with ``location``) (image, ``y_<grid>``, ``x_<grid>``)
                float32 each image's per-location divisor (the real images' median there);
+``reference_fold``  (``reference``) (image,) int8 the fold whose bank (or Gaussian) scored each image;
+``set_bank``   (``reference``, memory bank with ``set_novelty``) (``reference_set``, fold,
+               ``set_bank_patch``, ``bank_feature``) float32 each set's two banks (NaN rows pad),
+               with ``set_scale``, ``set_weight`` (``reference_set``,) float64 the divisor of ``S``
+               and the exponent ``a`` (0: the set's reference is not used), in the order of
+               ``params["sets"]``;
+``domain_coef``, ``domain_centre``  (``domain``) (``domain_set``, fold, ``domain_feature``) float32
+               each set's and fold's classifier: the weights on the raw patch features and the mean
+               real training patch (NaN rows pad sets with fewer folds), sets in the order of
+               ``params["sets"]``;
+``domain_fold``  (``domain``) (``domain_set``, image) int16 the fold whose classifier scored each
+               image in each set's fit (-1: not in that fit);
 attributes ``method``, ``layers``, ``layer_weights`` (JSON), ``fpr``, ``calibration`` (text),
 ``params`` (JSON: components, scales, ``z_star``, ...), ``input_size``, ``fakesegment_nb``.
 Maps written before the fitted state was stored lack ``spread_*``, ``mean_*`` and ``precision_*``;
@@ -53,7 +65,7 @@ class Maps:
 
     Attributes
     ----------
-    method : "paired" or "reference".
+    method : "paired", "reference" or "domain".
     dataset : the ``/maps/<method>`` dataset (see the module docstring), with the root's
         ``image`` coordinate attached.
     seconds : wall time of the computation.

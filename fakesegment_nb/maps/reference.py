@@ -26,6 +26,16 @@ optionally on features centred per image and channel first
   0.804, 5x5 0.827; adding p2 0.840, p5 0.797.
 
 Either way the score is divided by the median over real locations (1 = typical of a real image).
+
+With the memory bank (``set_novelty``, efficientnet_lite0), the image's own synthetic set is a second
+reference (:mod:`.set_novelty`): a synthetic image's score is ``R^(1 - a) S^a``, ``R`` the distance to
+the real bank above and ``S`` the distance to a memory bank of the set's other images (cross-fitted,
+1 = typical of the set), with ``a = clip(1 - c, 0, 1)`` and ``c`` the set's coherence -- the median
+squared distance of its images to the set's bank over that to the real bank. A set whose renders are
+no closer to one another than to the photos (domain-randomised renders; the probe's renders of
+unrelated photos: ``c`` about 1) has no common look to discount and keeps ``R``; a coherent set (one
+engine, one scene: ``c`` about 0.5) is scored against its own typical look as much as against the
+photos, so its global look no longer counts as a detail. Real images keep ``R``.
 Cross-fitted: real images are split into two folds (:func:`fold_models`), each real image is
 scored by the other fold's model, each synthetic image by the model of the fold that does not
 hold its own paired real image -- the method never sees a synthetic image's twin. The mask
@@ -45,10 +55,12 @@ import torch
 from ..calibration import DEFAULT_FPR, calibrate
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table, layer_names, partners
-from .features import as_tree, batches, centre as centre_features, input_size, read_features
+from .features import as_tree, batches, centre as centre_features, input_size, read_features, set_of_images
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fuse
 from .memory_bank import bank_distances, bank_patches, bank_spread, fit_memory_bank, smooth_cells
+from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
+                          set_members, smooth_all)
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
 
 __all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps"]
@@ -62,11 +74,14 @@ def folds(table: pd.DataFrame, real_idx: np.ndarray) -> np.ndarray:
     return fold
 
 
-def fold_models(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fold_models(table: pd.DataFrame, seed: int = 0, balanced: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(fold of each real image or -1, fold whose model scores each image).
 
     Real images are scored by the other fold; a synthetic image by the fold that does not hold
-    its paired real image (a seeded coin for images without a real partner).
+    its paired real image. Synthetic images without a real partner alternate between the folds in
+    a seeded random order (``balanced``; maps written before the ``reference_fold`` variable was
+    stored drew a seeded coin per image instead, ``balanced=False``), so that both halves of a set
+    hold images (the set's own bank, :mod:`.set_novelty`).
     """
     dom = table["domain"].to_numpy()
     real_idx = np.flatnonzero(dom == "real")
@@ -76,9 +91,21 @@ def fold_models(table: pd.DataFrame, seed: int = 0) -> tuple[np.ndarray, np.ndar
     rng = np.random.default_rng(seed)
     model_of = np.zeros(len(table), int)
     model_of[real_idx] = 1 - fold[real_idx]
+    alone = []
     for i in np.flatnonzero(dom != "real"):
         p = partner_of.get(int(i))
-        model_of[i] = 1 - fold[p] if p is not None else int(rng.integers(2))
+        if p is not None:
+            model_of[i] = 1 - fold[p]
+        elif balanced:
+            alone.append(int(i))
+        else:
+            model_of[i] = int(rng.integers(2))
+    if alone:  # alternate within each set, in a seeded random order
+        alone = rng.permutation(np.array(alone))
+        sets = set_of_images(table)[alone]
+        for name in dict.fromkeys(sets):
+            members = alone[sets == name]
+            model_of[members] = np.arange(members.size) % 2
     return fold, model_of
 
 
@@ -206,6 +233,12 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
         joint = sum(layer_maps[l][real_rows] * (w[l] / total) for l in layers)
         layer_scales = dict.fromkeys(layers, float(np.median(joint)) or 1.0)
     layer_maps = {l: m / layer_scales[l] for l, m in layer_maps.items()}
+    extra["reference_fold"] = (("image",), model_of.astype(np.int8))
+    if distance == "memory_bank" and bp["set_novelty"]:
+        layer_maps, set_extra, params["sets"] = _with_set_novelty(
+            tree, table, layers, w, model_of, targets, layer_maps, banks, {**bp, "seed": seed, "centre": centre},
+            batch_size)
+        extra.update(set_extra)
     fused = fuse(layer_maps, w, size)
     threshold = calibrate(fused[real_rows], fpr)
     ds = build_dataset(tree, "reference", targets, fused, layer_maps, w, size, threshold, fpr,
@@ -214,6 +247,59 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
                        params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
                        n_img=len(table), extra=extra)
     return Maps("reference", ds, time.perf_counter() - t0)
+
+
+def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, banks, bp, batch_size):
+    """The synthetic rows' layer maps replaced by those of ``R^(1 - a) S^a`` (:mod:`.set_novelty`), the
+    sets' banks, scales and weights as maps-group variables, and per set what was fitted."""
+    grid = next(iter(layer_maps.values())).shape[1:]
+    row_of = {int(t): r for r, t in enumerate(targets)}
+    own = {l: np.full_like(m, np.nan) for l, m in layer_maps.items()}
+    names, set_banks, info = [], [], []
+    scales, weights = [], []
+    empty = np.zeros((0, banks[0].bank.shape[1]), np.float32)
+    for name, members in set_members(set_of_images(table), table).items():
+        names.append(name)
+        rows = np.array([row_of[int(i)] for i in members])
+        fitted, c = {}, np.nan
+        if members.size >= 2:
+            # the set's coherence c: its images' median squared distance to their own set's bank over
+            # that to the real bank (raw, on at most COHERENCE_IMAGES images per fold)
+            raw = {"real": [], "set": []}
+            for k, idx in set_bank_folds(model_of, members).items():
+                fitted[k] = fit_set_bank(tree, layers, idx, banks[k].scale, grid, bp, batch_size)
+                some = members[model_of[members] == k][:COHERENCE_IMAGES]
+                for key, b in (("real", banks[k]), ("set", fitted[k])):
+                    raw[key].append(raw_distances(tree, layers, some, b, grid, bp))
+            c = float(np.median(np.concatenate(raw["set"])) / max(np.median(np.concatenate(raw["real"])), 1e-12))
+        a = float(np.clip(1.0 - c, 0.0, 1.0)) if np.isfinite(c) else 0.0
+        if bp["set_weight"] is not None and fitted:  # a fixed exponent (ablations, tests)
+            a = float(bp["set_weight"])
+        for k in fitted if a > 0 else ():
+            set_distances(tree, layers, rows[model_of[members] == k], targets, fitted[k], grid, bp, w, own, batch_size)
+        set_banks.append([fitted[k].bank if k in fitted else empty for k in (0, 1)])
+        scale = np.nan
+        if a > 0:
+            sub = smooth_all({l: m[rows] for l, m in own.items()}, bp["smooth"])
+            total = sum(w[l] for l in layers)
+            scale = float(np.median(sum(sub[l] * (w[l] / total) for l in layers))) or 1.0
+            shares, _ = geometric_shares({l: m[rows] for l, m in layer_maps.items()},
+                                         {l: m / scale for l, m in sub.items()}, w, a)
+            for l in layers:
+                layer_maps[l][rows] = shares[l]
+        scales.append(scale)
+        weights.append(a)
+        info.append({"set": name, "images": int(members.size), "coherence": c, "weight": a,
+                     "bank_sizes": [int(fitted[k].bank.shape[0]) if k in fitted else 0 for k in (0, 1)]})
+    m = max(1, max(b.shape[0] for pair in set_banks for b in pair))
+    stacked = np.full((len(names), 2, m, banks[0].bank.shape[1]), np.nan, np.float32)
+    for s_, pair in enumerate(set_banks):
+        for k, b in enumerate(pair):
+            stacked[s_, k, :b.shape[0]] = b
+    extra = {"set_bank": (("reference_set", "fold", "set_bank_patch", "bank_feature"), stacked),
+             "set_scale": (("reference_set",), np.array(scales, np.float64)),
+             "set_weight": (("reference_set",), np.array(weights, np.float64))}
+    return layer_maps, extra, info
 
 
 def location_median(maps: np.ndarray, real_rows: np.ndarray, left_out: np.ndarray) -> np.ndarray:
@@ -285,7 +371,8 @@ def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size
     dom_real = np.flatnonzero(fold >= 0)
     out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
     banks = []
-    fit = {k: v for k, v in bank_params.items() if k not in ("grid", "density", "location", "smooth")}
+    fit = {k: v for k, v in bank_params.items()
+           if k not in ("grid", "density", "location", "smooth", "set_novelty", "set_weight")}
     for k in (0, 1):
         mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
         banks.append(mb)

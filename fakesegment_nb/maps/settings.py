@@ -11,11 +11,11 @@ from ..errors import ParameterError
 from ..store import layer_names
 from .features import as_tree
 
-__all__ = ["LAYER_WEIGHTS", "MAX_NULL_IMAGES", "MEMORY_BANK", "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS",
+__all__ = ["DOMAIN", "DOMAIN_BY_MODEL", "MIN_DOMAIN_IMAGES", "LAYER_WEIGHTS", "MAX_NULL_IMAGES", "MEMORY_BANK", "MEMORY_BANK_BY_MODEL", "METHODS", "PAIRED_COMPONENTS",
            "PAIRED_COMPONENTS_BY_MODEL", "REFERENCE_CENTRE", "REFERENCE_DISTANCE", "SHRINKAGE", "SSIM_MIN_CELLS",
-           "SSIM_SIGMA", "layer_weights", "memory_bank_params", "paired_components"]
+           "SSIM_SIGMA", "domain_params", "layer_weights", "memory_bank_params", "paired_components"]
 
-METHODS = ("paired", "reference")
+METHODS = ("paired", "reference", "domain")
 
 # Layer weights of the fusion, per method and model (layers absent weigh 0).
 #
@@ -43,6 +43,12 @@ LAYER_WEIGHTS: dict[str, dict[str, dict[str, float]]] = {
         "ssd300_vgg16": {"fc7": 1.0, "conv8_2": 1.0},
         "ssdlite320_mobilenet_v3_large": {"c5": 1.0, "extra1": 1.0},
         "efficientnet_lite0": {"p3": 1.0, "p4": 1.0},
+    },
+    # the layers the domain classifier sees (it weighs them itself; any positive weight means "in")
+    "domain": {
+        "ssd300_vgg16": {"conv4_3": 1.0},
+        "ssdlite320_mobilenet_v3_large": {"c4_expand": 1.0},
+        "efficientnet_lite0": {"p2": 1.0, "p3": 1.0},
     },
 }
 # Per-layer components of the paired map and their weights, per model (others: the default).
@@ -77,9 +83,55 @@ REFERENCE_CENTRE: dict[str, bool] = {"efficientnet_lite0": True}
 # 0): seed 1 (all kinds) 0.881 / 0.535 against 0.824 / 0.405, seed 2 (held-out kinds) 0.894 /
 # 0.547 against 0.855 / 0.394.
 MEMORY_BANK = {"grid": None, "pool": 3, "ratio": 0.1, "max_size": 1024, "max_candidates": 16384,
-               "projection": 128, "density": 0, "location": False, "smooth": 0.0}
+               "projection": 128, "density": 0, "location": False, "smooth": 0.0, "set_novelty": False,
+               "set_weight": None}
 MEMORY_BANK_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3", "density": 9, "location": True,
-                                                                "smooth": 1.5}}
+                                                                "smooth": 1.5, "set_novelty": True}}
+# The set's own reference of the reference map (``set_novelty``, efficientnet_lite0; :mod:`.set_novelty`):
+# a synthetic image's score is R^(1-a) S^a, S the distance to a bank of its set's other images, with
+# a = clip(1 - c, 0, 1) and c the set's coherence (its images' median squared distance to the set's
+# bank over that to the real bank; ``set_weight`` fixes a instead). Tuned on seed 0 only: the
+# warehouse insertions (benchmarks/bench_real_maps.py; each render group a set, 30 real photos) and
+# the probe (bench_maps.py), pixel AUROC / AP per image:
+#   photoreal renders (6 views of one scene, c 0.52): R alone 0.652 / 0.056; a = 0.5 0.938 / 0.315;
+#     one bank of real and set patches together ("union", nearest of either) 0.942 / 0.392; the
+#     automatic a (0.48) 0.936 / 0.317;
+#   randomised renders (15, textures randomised on purpose, c 0.85-0.91): R 0.590 / 0.062; a = 0.5
+#     0.570 / 0.050; union 0.583 / 0.047; automatic (a about 0.1) 0.586 / 0.058 -- no set reference
+#     helps a set without a common look;
+#   probe seed 0 (renders of unrelated photos, c 1.00-1.06): R 0.907 / 0.559; a = 0.5 0.834 / 0.392;
+#     union 0.637 / 0.221 (the set's bank holds the other renders' artefacts, which the coreset
+#     favours); automatic (a = 0) 0.907 / 0.559.
+# Removing the global look from the features instead (both render groups as one set, seed 0
+# insertions, R 0.613 / 0.051): CORAL (synthetic patches whitened and re-coloured to the real
+# covariance) 0.617 / 0.050, per-channel moments 0.605, instance normalisation (per image median
+# and MAD) 0.601, projecting out 5 real-vs-synthetic directions (INLP) 0.567; p2 + p3 instead of
+# p3 + p4 0.655 / 0.079. None separates a rendered detail from the render's own content.
+#
+# The domain map's classifier (:mod:`.domain`): ``grid`` the layer whose cells are the locations
+# (None: the finest weighted layer), ``pool`` the neighbourhood averaged per cell, ``folds`` of the
+# cross-fitting, ``max_patches`` training patches at most (an equal share per image), ``C`` the
+# logistic regression's inverse L2 strength on standardised features, ``smooth`` the Gaussian
+# smoothing of the score in cells; ``max_values`` bounds the training matrix (patches x features) per
+# fold, so memory and time do not grow with the images or the layers' width (ssd300's conv4_3: 512
+# features, at most 7,812 patches).
+DOMAIN = {"grid": None, "pool": 3, "folds": 5, "max_patches": 40000, "max_values": 4_000_000, "C": 0.01,
+          "smooth": 2.0}
+DOMAIN_BY_MODEL: dict[str, dict] = {"efficientnet_lite0": {"grid": "p3"}}
+# efficientnet_lite0 (ImageNet weights), tuned on seed 0's warehouse composites only (each render
+# group a set of its own against 30 real photos; benchmarks/bench_real_maps.py), pixel AUROC / AP
+# per image, photoreal (6) / randomised (15): layers p2 + p3, C 0.1, no smoothing 0.898 / 0.947,
+# 0.750 / 0.852; C 0.01 0.902, 0.752; + smoothing 1 cell 0.918, 0.763; 2 cells 0.922 / 0.961,
+# 0.769 / 0.871 (chosen); 3 cells 0.917, 0.769; pool 5 0.917, 0.780; p2 + p3 + p4 0.839, 0.718.
+# On an earlier build of the composites (one paste photo could serve two renders of a set): p3 + p4
+# 0.833 / 0.679 (photoreal / randomised), p2 + p3 0.848 / 0.730, p2-p5 0.812 / 0.644, p2 alone 0.727
+# / 0.698; an additive spline model (SplineTransformer per feature, still exact per channel) 0.884 /
+# 0.737 at 3x the time; multiple-instance relabelling (refit on the synthetic patches that score
+# above the real median) no change; features centred per image 0.52 (the global look is what this
+# map is about). ssd300_vgg16 and ssdlite: conv4_3 / c4_expand, not measured.
+# at least this many real images and synthetic images per set: with fewer, a fold's classifier
+# would be fitted on one or two images of a domain
+MIN_DOMAIN_IMAGES = 3
 SHRINKAGE = 0.1
 SSIM_MIN_CELLS = 7
 MAX_NULL_IMAGES = 32
@@ -88,11 +140,14 @@ MAX_NULL_IMAGES = 32
 def layer_weights(store, weights: dict[str, float] | None = None, method: str = "paired") -> dict[str, float]:
     """The fusion weight of every layer of ``store`` for ``method`` (explicit ``weights`` win).
 
-    Models without an entry in :data:`LAYER_WEIGHTS` weigh every layer 1.
+    Models without an entry in :data:`LAYER_WEIGHTS` weigh every layer 1 (so does ``domain`` on a store
+    that holds none of the model's layers).
     """
     tree = as_tree(store)
     names = layer_names(tree)
     table = LAYER_WEIGHTS[method].get(str(tree.attrs.get("model", "")))
+    if table is not None and method == "domain" and not any(table.get(n, 0) > 0 for n in names):
+        table = None  # a store extracted with other layers: the classifier sees every stored layer
     base = dict(table) if table is not None else {n: 1.0 for n in names}
     if weights:
         unknown = [k for k in weights if k not in names]
@@ -130,4 +185,26 @@ def memory_bank_params(store, layers: list[str], bank: dict | None = None) -> di
         raise ParameterError("bank", "ratio must be in (0, 1]; max_size, max_candidates and pool at least 1")
     if out["density"] < 0 or out["smooth"] < 0:
         raise ParameterError("bank", "density and smooth must be at least 0")
+    if out["set_weight"] is not None and not 0 <= float(out["set_weight"]) <= 1:
+        raise ParameterError("bank", "set_weight must be None (from the set's coherence) or in [0, 1]")
+    return out
+
+
+def domain_params(store, layers: list[str], domain: dict | None = None) -> dict:
+    """The domain classifier's settings for the store's model (:data:`DOMAIN`, the model's
+    :data:`DOMAIN_BY_MODEL`, then ``domain``), checked."""
+    tree = as_tree(store)
+    out = {**DOMAIN, **DOMAIN_BY_MODEL.get(str(tree.attrs.get("model", "")), {}), **(domain or {})}
+    unknown = set(out) - set(DOMAIN)
+    if unknown:
+        raise ParameterError("domain", f"has an unknown setting {', '.join(sorted(unknown))}; "
+                                       f"choose from {', '.join(DOMAIN)}")
+    if out["grid"] is None:  # the finest weighted layer
+        out["grid"] = max(layers, key=lambda l: tree["layers"][l]["features"].shape[2])
+    if out["grid"] not in layer_names(tree):
+        raise ParameterError("domain", f"grid {out['grid']!r} is not a layer of the store")
+    if int(out["folds"]) < 2 or int(out["pool"]) < 1 or int(out["max_patches"]) < 1 or int(out["max_values"]) < 1:
+        raise ParameterError("domain", "folds must be at least 2, pool, max_patches and max_values at least 1")
+    if not float(out["C"]) > 0 or float(out["smooth"]) < 0:
+        raise ParameterError("domain", "C must be positive and smooth at least 0")
     return out

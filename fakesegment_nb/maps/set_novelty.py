@@ -1,0 +1,126 @@
+"""The second reference of the ``reference`` maps: the image's own synthetic set.
+
+A genuine render differs from photos globally (tone, noise, texture, materials) and locally. Its
+distance to the real memory bank (:mod:`.memory_bank`) is high nearly everywhere, so that distance
+alone says "everywhere". The set's other renders share the global look, so the distance to *their*
+patches is low wherever the render is typical of its set and high where a detail is unusual even
+for a render like this. The ``reference`` score of a synthetic image is the geometric mean of the
+two novelties, each in units of its own typical value::
+
+    score = sqrt(R * S)      R: distance to the real bank, 1 = typical of a real location
+                             S: distance to the set's bank, 1 = typical of a location of the set
+
+(the mean of the two log-novelties: a location must be unusual for both references to score high).
+For a real image the two references are one, the real images, so its score is ``R`` -- the scores
+the mask threshold is calibrated on, exactly as without the set's reference.
+
+Each set's bank is a memory bank (:func:`~.memory_bank.fit_bank`, the real bank's settings and
+the real bank's feature scales, so both distances are in one metric) of the set's synthetic images of
+one fold; a synthetic image is scored by the other fold's bank, the one that does not hold it
+(:func:`set_bank_folds`). ``S`` is divided by its median over the set's cross-fitted locations.
+A set with fewer than two synthetic images has no second reference: its score is ``R``.
+
+Attribution stays exact: with ``r_c``, ``s_c`` the channels' shares of ``R`` and ``S`` at a location
+(:func:`~.memory_bank.bank_distances` splits a squared distance by feature), the score is
+``sum_c score * (r_c / R + s_c / S) / 2`` (:func:`geometric_shares`).
+
+Measured (efficientnet_lite0, ImageNet weights; pixel AUROC / AP, see :mod:`.settings`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .features import batches
+from .memory_bank import MemoryBank, bank_distances, bank_patches, bank_spread, fit_bank, nearest_patches, smooth_cells
+
+# images per fold whose raw distances estimate a set's coherence
+COHERENCE_IMAGES = 16
+
+__all__ = ["COHERENCE_IMAGES", "fit_set_bank", "raw_distances", "geometric_shares", "set_bank_folds", "set_distances", "set_members", "smooth_all"]
+
+
+def set_bank_folds(model_of: np.ndarray, syn_idx: np.ndarray) -> dict[int, np.ndarray]:
+    """The images of each fold's set bank: bank ``k`` holds the set's synthetic images that fold
+    ``1 - k``'s real bank scores, so an image scored by fold ``k`` is never in set bank ``k``."""
+    return {k: syn_idx[model_of[syn_idx] == 1 - k] for k in (0, 1)}
+
+
+def fit_set_bank(tree, layers: list[str], idx: np.ndarray, scale: np.ndarray, grid: tuple[int, int],
+                 bank_params: dict, batch_size: int = 16) -> MemoryBank:
+    """A memory bank of the synthetic images ``idx`` with the real bank's feature ``scale``
+    (:func:`~.memory_bank.fit_bank`, the same pool, centring, candidates, coreset and seed)."""
+    scale_t = torch.from_numpy(scale)
+    pool, centre = int(bank_params["pool"]), bool(bank_params["centre"])
+
+    def patches():
+        for b in batches(idx.size, batch_size):
+            p = bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
+            yield p.permute(0, 2, 3, 1).reshape(p.shape[0], grid[0] * grid[1], -1)
+
+    slices, start = {}, 0
+    for l in layers:
+        c = tree["layers"][l]["features"].shape[1]
+        slices[l] = (start, start + c)
+        start += c
+    return fit_bank(patches(), int(idx.size), scale, slices, ratio=bank_params["ratio"],
+                    max_size=bank_params["max_size"], max_candidates=bank_params["max_candidates"],
+                    projection=bank_params["projection"], seed=bank_params["seed"])
+
+
+def set_distances(tree, layers: list[str], rows: np.ndarray, targets: np.ndarray, bank: MemoryBank,
+                  grid: tuple[int, int], bank_params: dict, w: dict[str, float], out: dict[str, np.ndarray],
+                  batch_size: int = 16) -> None:
+    """Fill ``out[layer][rows]`` with each layer's share of the squared distance of the images
+    ``targets[rows]`` to ``bank`` (density-normalised as the real bank's), undone from the layer's
+    fusion weight (as the real bank's layer maps are)."""
+    bank_t = torch.from_numpy(bank.bank)
+    spread = bank_spread(bank_t, int(bank_params["density"]))
+    total = sum(w[l] for l in layers)
+    for b in batches(rows.size, batch_size):
+        r = rows[b]
+        q = bank_patches(tree, layers, targets[r], torch.from_numpy(bank.scale), grid, int(bank_params["pool"]),
+                         bool(bank_params["centre"]))
+        q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+        diff = bank_distances(q, bank_t, spread)
+        for l, (a, z) in bank.slices.items():
+            out[l][r] = (diff[:, a:z].sum(1) * (total / w[l])).reshape(r.size, *grid).numpy()
+
+
+def raw_distances(tree, layers: list[str], idx: np.ndarray, bank: MemoryBank, grid: tuple[int, int],
+                  bank_params: dict) -> np.ndarray:
+    """The squared distance of every location of the images ``idx`` to its nearest row of ``bank``
+    (no density normalisation): ``(len(idx) * cells,)``."""
+    q = bank_patches(tree, layers, idx, torch.from_numpy(bank.scale), grid, int(bank_params["pool"]),
+                     bool(bank_params["centre"]))
+    q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+    b = torch.from_numpy(bank.bank)
+    return ((q - b[nearest_patches(q, b)]) ** 2).sum(1).numpy()
+
+
+def geometric_shares(real: dict[str, np.ndarray], own: dict[str, np.ndarray], w: dict[str, float], a: float = 0.5,
+                     eps: float = 1e-12) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Layer maps of ``R^(1 - a) S^a`` from the layer maps of the two novelties (each ``(B, h, w)``,
+    undone from the fusion weight as :func:`~.group.fuse` takes them): ``R = sum_l w_l / W r_l``,
+    likewise ``S``; layer ``l``'s map is ``score ((1 - a) r_l / R + a s_l / S)``, so the weighted maps
+    still fuse to the score. Returns ``(layer maps, score)``."""
+    total = sum(w[l] for l in real)
+    r = np.clip(sum(real[l] * (w[l] / total) for l in real), 0, None)
+    s = np.clip(sum(own[l] * (w[l] / total) for l in own), 0, None)
+    score = r ** (1 - a) * s ** a
+    rr, ss = np.maximum(r, eps), np.maximum(s, eps)
+    return {l: score * ((1 - a) * real[l] / rr + a * own[l] / ss) for l in real}, score
+
+
+def smooth_all(maps: dict[str, np.ndarray], sigma: float) -> dict[str, np.ndarray]:
+    """Every layer map smoothed by :func:`~.memory_bank.smooth_cells`."""
+    return {l: smooth_cells(m, sigma) for l, m in maps.items()}
+
+
+def set_members(sets: np.ndarray, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Positions of each set's synthetic images."""
+    dom = table["domain"].to_numpy()
+    names = list(dict.fromkeys(sets[dom == "synthetic"]))
+    return {s: np.flatnonzero((sets == s) & (dom == "synthetic")) for s in names}
