@@ -196,8 +196,12 @@ def _plan(writer: StoreWriter, manifest: list[Entry], result: ExtractResult) -> 
 def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weights: str = "auto",
             layers: Sequence[str] | None = None, batch_size: int = 8, device: str = "cpu",
             scheduler: str | None = None, storage_options: dict | None = None,
-            progress: bool = True, report: Callable[[str], None] | None = None) -> ExtractResult:
+            progress: bool = True, report: Callable[[str], None] | None = None,
+            input_size: int | tuple[int, int] | None = None) -> ExtractResult:
     """Extract the feature maps of every image under ``real`` and ``synthetic`` into ``store``.
+
+    ``input_size``: ``(height, width)`` every whole image is resized to (EfficientNet-Lites and
+    ``timm:`` models; default the model's), recorded as the store's ``input_size`` ``[height, width]``.
 
     Resumable and idempotent: images already stored (same domain and content) are skipped, new
     ones appended. Corrupt images are reported and skipped. Raises
@@ -214,7 +218,7 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
     result = ExtractResult(store=str(store), notes=list(notes))
     for n in notes:
         report(n)
-    backbone, info = load_backbone(model, weights, layers, device)
+    backbone, info = load_backbone(model, weights, layers, device, input_size=input_size)
     result.weights = info.label
     attrs = store_attrs(backbone, info)
     writer = StoreWriter(store, storage_options)
