@@ -14,10 +14,11 @@ packaged ImageNet weights at each ``--sizes`` input side, it prints pixel AUROC 
   (density 9, location median, smoothing 1.5 cells) and without them.
 
 ``--check`` instead runs ``compute_maps`` with the settings now in maps/settings.py on seed 1
-(all kinds) and seed 2 (held-out kinds) -- probes not tuned on -- and prints ``evaluate``'s table.
+(all kinds) and seed 2 (held-out kinds) -- probes not tuned on -- and prints ``evaluate``'s table
+(``--check-seeds 0`` runs it on the tuning probe, e.g. to compare input sizes).
 
     .venv/bin/python benchmarks/bench_lite_maps.py [--models efficientnet_lite1,efficientnet_lite2]
-        [--sizes 320] [--n 50] [--work DIR] [--check]
+        [--sizes 320] [--n 50] [--work DIR] [--check [--check-seeds 1,2]]
 
 ``--work`` keeps probes and stores (reused when present). Exits 0; it prints figures, not targets.
 """
@@ -141,11 +142,16 @@ def tune_reference(store, truth) -> None:
         print(f"    {'+'.join(s):<50}{cells[0]:>18}{cells[1]:>18}")
 
 
-def check(work: Path, n: int, model: str, side: int) -> None:
-    for seed, kinds in ((1, "all"), (2, "heldout")):
+PROBES = {0: "tuning", 1: "all", 2: "heldout"}
+
+
+def check(work: Path, n: int, model: str, side: int, seeds=(1, 2)) -> None:
+    for seed in seeds:
+        kinds = PROBES[seed]
         probe, store = probe_and_store(work, seed, kinds, n, model, side)
         compute_maps(store, "all")
-        print(f"\n=== {model} ({LITE[model].label}), {side} px: seed {seed}, {kinds} kinds (not tuned on), "
+        tuned = "tuned on" if seed == 0 else "not tuned on"
+        print(f"\n=== {model} ({LITE[model].label}), {side} px: seed {seed}, {kinds} kinds ({tuned}), "
               f"{n} pairs ===")
         print(format_table(evaluate(store, probe / "masks")))
 
@@ -157,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--work", type=Path)
     ap.add_argument("--check", action="store_true", help="the chosen settings on seeds 1 and 2")
+    ap.add_argument("--check-seeds", default="1,2", help="the probes --check runs: 0 (tuning kinds), 1 (all), "
+                    "2 (held-out kinds)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-lite-maps-") as d:
         work = args.work or Path(d)
@@ -164,7 +172,7 @@ def main(argv=None) -> int:
         for model in args.models.split(","):
             for side in (int(s) for s in args.sizes.split(",")):
                 if args.check:
-                    check(work, args.n, model, side)
+                    check(work, args.n, model, side, [int(x) for x in args.check_seeds.split(",")])
                     continue
                 probe, store = probe_and_store(work, 0, "tuning", args.n, model, side)
                 truth, _ = load_masks(store, probe / "masks")
