@@ -15,10 +15,11 @@ packaged ImageNet weights at each ``--sizes`` input side, it prints pixel AUROC 
 
 ``--check`` instead runs ``compute_maps`` with the settings now in maps/settings.py on seed 1
 (all kinds) and seed 2 (held-out kinds) -- probes not tuned on -- and prints ``evaluate``'s table
-(``--check-seeds 0`` runs it on the tuning probe, e.g. to compare input sizes).
+(``--check-seeds 0`` runs it on the tuning probe, e.g. to compare input sizes). ``--classify``
+prints what each network makes of five scikit-image photos at its native size and ``--sizes``.
 
     .venv/bin/python benchmarks/bench_lite_maps.py [--models efficientnet_lite1,efficientnet_lite2]
-        [--sizes 320] [--n 50] [--work DIR] [--check [--check-seeds 1,2]]
+        [--sizes 320] [--n 50] [--work DIR] [--check [--check-seeds 1,2]] [--classify]
 
 ``--work`` keeps probes and stores (reused when present). Exits 0; it prints figures, not targets.
 """
@@ -156,6 +157,42 @@ def check(work: Path, n: int, model: str, side: int, seeds=(1, 2)) -> None:
         print(format_table(evaluate(store, probe / "masks")))
 
 
+PHOTOS = {"chelsea": (281, 286), "coffee": (967, 968), "astronaut": None, "rocket": None, "hubble_deep_field": None}
+
+
+def classify(models, sizes) -> None:
+    """Top-1 class (probability) of five whole scikit-image photos resized to each size (timm's
+    transform with ``crop_pct=1``, squash), and the probability of the expected classes (chelsea:
+    the cat classes 281-285, coffee: espresso 967)."""
+    import timm.data
+    import torch
+    from PIL import Image
+    from skimage import data
+
+    from fakesegment_nb.weights import load_backbone
+
+    for model in models:
+        bb, info = load_backbone(model, "auto")
+        net = bb.model.float().to(memory_format=torch.contiguous_format).eval()
+        cfg = timm.data.resolve_data_config({}, model=net)
+        print(f"\n=== {model} ({info.label}), native {cfg['input_size'][-1]} px: top-1 class (probability), "
+              "expected classes' probability ===")
+        for size in dict.fromkeys([cfg["input_size"][-1], *sizes]):
+            c = dict(cfg)
+            c.update(input_size=(3, size, size), crop_pct=1.0, crop_mode="squash")
+            t = timm.data.create_transform(**c)
+            row = []
+            for name, cls in PHOTOS.items():
+                a = getattr(data, name)()
+                a = a[:, :, :3] if a.ndim == 3 else np.repeat(a[:, :, None], 3, 2)
+                with torch.no_grad():
+                    p = net(t(Image.fromarray(a))[None]).softmax(1)[0]
+                top = int(p.argmax())
+                row.append(f"{name} {top} ({float(p[top]):.2f})" + (f", expected {float(p[cls[0]:cls[1]].sum()):.2f}"
+                                                                    if cls else ""))
+            print(f"  {size} px: " + "; ".join(row))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="efficientnet_lite1,efficientnet_lite2")
@@ -165,7 +202,12 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="the chosen settings on seeds 1 and 2")
     ap.add_argument("--check-seeds", default="1,2", help="the probes --check runs: 0 (tuning kinds), 1 (all), "
                     "2 (held-out kinds)")
+    ap.add_argument("--classify", action="store_true", help="only the classification of five photos at "
+                    "the native size and --sizes")
     args = ap.parse_args(argv)
+    if args.classify:
+        classify(args.models.split(","), [int(x) for x in args.sizes.split(",")])
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-lite-maps-") as d:
         work = args.work or Path(d)
         work.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,8 @@ def agreement_sentence(trained, smoke, images, layers, profiles, field) -> str:
     if not np.isfinite(rho).any():
         verdict = "The per-image scores cannot be compared (fewer than 3 shared synthetic images with scores)."
     else:
-        span = f"{np.nanmin(rho):.2f}" if np.nanmin(rho) == np.nanmax(rho) else f"{np.nanmin(rho):.2f} to {np.nanmax(rho):.2f}"
+        lo, hi = np.nanmin(rho), np.nanmax(rho)
+        span = f"{lo:.2f}" if lo == hi else f"{lo:.2f} to {hi:.2f}"
         ps = f"every p < {ALPHA:g}" if (p < ALPHA).all() else f"largest p {np.nanmax(p):.2g}"
         which = "both" if len(trained) == 2 else f"all {len(trained)}"
         if (rho > 0).all() and (p < ALPHA).all():
@@ -157,8 +158,8 @@ def network_agreement(stores, labels=None, field: str = "fid_ratio", cache: bool
         if not np.isfinite(v).any():
             raise FakesegmentError(f"{lab}: no finite {field} in its gap profile (see the gap table's notes)")
         i = int(np.nanargmax(v))
-        rows.append({"label": lab, "peak": str(df["layer"].iloc[i]), "relative_depth": float(df["relative_depth"].iloc[i]),
-                     "value": float(v[i]), "profile": v})
+        rows.append({"label": lab, "peak": str(df["layer"].iloc[i]), "value": float(v[i]), "profile": v,
+                     "relative_depth": float(df["relative_depth"].iloc[i])})
     layers = pd.DataFrame(rows, columns=["label", "peak", "relative_depth", "value", "profile"])
     scores = {lab: _scores(tree_of[lab]) for lab in trained}
     pairs, prof = [], []

@@ -133,3 +133,19 @@ def test_the_trained_networks_agree_on_the_mixed_ladder(mixed):
     assert ag.sentence.startswith("The trained networks agree on which synthetic images look least real")
     assert set(ag.layers["peak"]) <= {"p2", "p3", "p4", "p5"} and len(ag.profiles) == 3
     assert "peaks" in ag.sentence and "smoke test" not in ag.sentence
+
+
+def test_the_reports_cross_architecture_section_says_whether_they_agree(mixed):
+    """The report's gap profile with compare stores: the trained networks side by side with the
+    computed sentence; a random-weights SSD300 labelled a smoke test and left out of it."""
+    from fakesegment_nb.widgets import ReportContext
+
+    from support import tiny_store
+
+    rep = ReportContext(mixed("efficientnet_lite0"), compare=[str(mixed("efficientnet_lite1")), str(tiny_store())])
+    html = rep.gap_profile().data
+    assert "<b>Across networks.</b> The trained networks agree on which synthetic images look least real" in html
+    assert "efficientnet_lite1 (imagenet:efficientnet-lite1-77cc7160, trained)" in html
+    assert "ssd300_vgg16 (random:0, untrained): smoke test" in html
+    assert "ssd300_vgg16 with random weights is a smoke test, not a second opinion" in html
+    assert "not hold the same images" in html  # the SSD store is another probe: said, not hidden
