@@ -53,11 +53,7 @@ KINDS = ("randomised", "photoreal")
 
 def build(work: Path, data: Path, model: str) -> dict[str, Path]:
     """``{kind: store}``: each kind of render against every photo (loco and phone)."""
-    real = work / "real"
-    if not real.exists():  # one folder of links to both photo folders (nothing copied)
-        real.mkdir(parents=True)
-        for sub in ("loco", "phone"):
-            (real / sub).symlink_to(data / "real" / sub, target_is_directory=True)
+    real = data / "real"  # loco/ and phone/, found recursively
     out = {}
     for kind in KINDS:
         store = work / f"{model}_{kind}.zarr"
