@@ -8,7 +8,23 @@ import warnings
 
 from .errors import FakesegmentError, ParameterError
 
-__all__ = ["main", "build_parser", "parse_value", "report_parameters", "FLAGS"]
+__all__ = ["main", "build_parser", "parse_value", "parse_input_size", "report_parameters", "FLAGS"]
+
+
+def parse_input_size(text: str | None) -> tuple[int, int] | None:
+    """``--input-size WxH`` (e.g. ``640x320``; one number ``N`` means ``NxN``) -> ``(height, width)``,
+    the order of the store's ``input_size`` attribute and of the library's ``input_size``."""
+    if text is None:
+        return None
+    parts = text.lower().replace("\u00d7", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2):
+        raise ParameterError("input_size", f"{text!r}: give WIDTHxHEIGHT in pixels, e.g. 640x320")
+    w, h = sizes if len(sizes) == 2 else sizes * 2
+    return h, w
 
 
 def _extract(args) -> int:
@@ -17,7 +33,8 @@ def _extract(args) -> int:
     layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
     res = extract(args.real, args.synthetic, args.store, pairs=args.pairs, model=args.model,
                   weights=args.weights, layers=layers, batch_size=args.batch_size, device=args.device,
-                  scheduler=args.scheduler, progress=not args.quiet, set_name=args.set)
+                  scheduler=args.scheduler, progress=not args.quiet, set_name=args.set,
+                  input_size=parse_input_size(args.input_size))
     print(f"{res.store}: {res.added} images added, {res.already_stored} already stored, "
           f"{len(res.failed)} skipped as unreadable; set {res.set}; weights {res.weights}")
     return 0
@@ -143,9 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                                  "else the synthetic folder's name); real images are stored once for all sets")
     e.add_argument("--pairs", help="CSV with columns synthetic,real (default: pair by file stem)")
     e.add_argument("--model", default="ssd300_vgg16",
-                   help="ssd300_vgg16 (default), ssdlite320_mobilenet_v3_large, efficientnet_lite0 (ImageNet-"
-                        "trained, works offline), torchvision:<classifier> or timm:<model>")
+                   help="ssd300_vgg16 (default), ssdlite320_mobilenet_v3_large, efficientnet_lite0, efficientnet_lite1, "
+                        "efficientnet_lite2 (ImageNet-trained, work offline), torchvision:<classifier> or timm:<model>")
     e.add_argument("--layers", help="comma-separated layer names (required for torchvision:<classifier>)")
+    e.add_argument("--input-size", metavar="WxH",
+                   help="resize every whole image (never cropped) to W x H pixels, e.g. 640x320 for 2:1 frames "
+                        "(efficientnet_lite* and timm:<model>; default the model's: 320x320 for efficientnet_lite*); "
+                        "stored as input_size [H, W]")
     e.add_argument("--weights", default="auto",
                    help="auto | coco | imagenet | random[:SEED] | FILE (default auto: cached or packaged "
                         "pretrained weights, else random; never downloads)")

@@ -23,16 +23,16 @@ __all__ = ["extract_distributed", "worker_weights"]
 _BACKBONES: dict = {}
 
 
-def _worker_backbone(model, weights, layers, device):
+def _worker_backbone(model, weights, layers, device, input_size=None):
     from .weights import load_backbone
 
-    key = (model, weights, tuple(layers), device)
+    key = (model, weights, tuple(layers), device, input_size)
     if key not in _BACKBONES:
         import warnings
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _BACKBONES[key] = load_backbone(model, weights, layers, device)
+            _BACKBONES[key] = load_backbone(model, weights, layers, device, input_size=input_size)
     return _BACKBONES[key]
 
 
@@ -43,10 +43,10 @@ def _image_size(path: str):
         return str(exc)
 
 
-def _extract_batch(url, storage_options, model, weights, layers, device, start, paths, shared=()):
+def _extract_batch(url, storage_options, model, weights, layers, device, start, paths, shared=(), input_size=None):
     """Write rows ``start:start+len(paths)`` of every layer but ``shared``; return the weights'
     label and the ``shared`` layers' features (for the driver to write)."""
-    backbone, info = _worker_backbone(model, weights, layers, device)
+    backbone, info = _worker_backbone(model, weights, layers, device, input_size)
     feats = backbone.run([load_rgb(p) for p in paths])
     StoreWriter(url, storage_options).write_features(start, {k: v for k, v in feats.items() if k not in shared})
     return info.label, {k: feats[k] for k in shared}
@@ -67,6 +67,8 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
     from distributed import Client
     from tqdm.auto import tqdm
 
+    from .backbones import input_size_applies
+
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
     try:
         sizes = client.gather(client.map(_image_size, [e.path for e in todo], pure=False))
@@ -84,6 +86,8 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
             probe = backbone.run([np.zeros((*backbone.input_size, 3), np.uint8)])
             writer.create(attrs, {k: v.shape[1:] for k, v in probe.items()})
         wspec = worker_weights(weights_spec, info.label)
+        # the driver's input size, for the models that take one (the others size themselves)
+        sized = tuple(backbone.input_size) if input_size_applies(backbone.name) else None
         shared = writer.layers_sharing_chunks()
         batches = [list(range(i, min(i + batch_size, len(good)))) for i in range(0, len(good), batch_size)]
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -98,7 +102,7 @@ def extract_distributed(scheduler, writer: StoreWriter, attrs, todo, backbone, w
                 for b in wave:
                     futs.append(client.submit(_extract_batch, writer.url, writer.storage_options, attrs["model"],
                                               wspec, attrs["layers"], device, offset,
-                                              [good[i].path for i in b], shared, pure=False))
+                                              [good[i].path for i in b], shared, sized, pure=False))
                     offset += len(b)
                 done = client.gather(futs)
                 labels = {lab for lab, _ in done}

@@ -247,7 +247,7 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
             layers: Sequence[str] | None = None, batch_size: int = 8, device: str = "cpu",
             scheduler: str | None = None, storage_options: dict | None = None,
             progress: bool = True, report: Callable[[str], None] | None = None,
-            set_name: str | None = None) -> ExtractResult:
+            set_name: str | None = None, input_size: int | tuple[int, int] | None = None) -> ExtractResult:
     """Extract the feature maps of every image under ``real`` and ``synthetic`` into ``store``.
 
     Resumable and idempotent: images already stored are skipped (real images by content,
@@ -256,6 +256,9 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
     folder's images, else the folder's name; :mod:`fakesegment_nb.sets` has the rules). Raises
     :class:`~fakesegment_nb.errors.FakesegmentError` for bad folders, pairs, weights, set names,
     or a store made by another network.
+
+    ``input_size``: ``(height, width)`` every whole image is resized to (EfficientNet-Lites and
+    ``timm:`` models; default the model's), recorded as the store's ``input_size`` ``[height, width]``.
     """
     from tqdm.auto import tqdm
 
@@ -268,7 +271,7 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
     image_files(real, "real"), image_files(synthetic, "synthetic")  # a bad folder is said at once
     # the files are hashed while the network loads
     manifest_job = _Background(build_manifest, real, synthetic, pairs)
-    backbone, info = load_backbone(model, weights, layers, device)
+    backbone, info = load_backbone(model, weights, layers, device, input_size=input_size)
     manifest, notes = manifest_job.result()
     result = ExtractResult(store=str(store), notes=list(notes))
     for n in notes:

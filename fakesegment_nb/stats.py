@@ -302,10 +302,13 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     Returns
     -------
     DataFrame indexed by layer depth (0 = first layer), columns ``(label, field)`` with fields
-    ``layer, fid, kid, patch_fd, n_real, n_synthetic`` and the gap profile's ``fid_lo, fid_hi,
-    fid_floor, fid_ratio, c2st_auroc, c2st_p, c2st_lo, c2st_hi, c2st_chance``. Warns when the
-    stores do not hold the same images (by content) -- their distances are then not
-    comparable; ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same.
+    ``layer, relative_depth, fid, kid, patch_fd, n_real, n_synthetic`` and the gap profile's
+    ``fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p, c2st_lo, c2st_hi, c2st_chance``.
+    ``relative_depth`` is the layer's place in its network, 0 (first stored layer) to 1 (last),
+    so that networks with different numbers of layers share one axis. Warns when the stores do
+    not hold the same images (by content) -- their distances are then not comparable;
+    ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same. Whether the
+    networks agree: :func:`fakesegment_nb.agreement.network_agreement`.
     """
     trees = [as_tree(s) for s in stores]
     if not trees:
@@ -320,6 +323,11 @@ def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
     if len(set(contents)) > 1:
         warnings.warn("the stores do not hold the same images; their distances are not comparable",
                       UserWarning, stacklevel=2)
-    fields = ["layer", "fid", "kid", "patch_fd", "n_real", "n_synthetic", *GAP_FIELDS, *COMPARE_EXTRA]
-    parts = {lab: gap_profile(t, cache=cache)[fields].rename_axis("depth") for lab, t in zip(labels, trees)}
+    fields = ["layer", "relative_depth", "fid", "kid", "patch_fd", "n_real", "n_synthetic", *GAP_FIELDS,
+              *COMPARE_EXTRA]
+    parts = {}
+    for lab, t in zip(labels, trees):
+        df = gap_profile(t, cache=cache)
+        df["relative_depth"] = np.arange(len(df)) / max(1, len(df) - 1)
+        parts[lab] = df[fields].rename_axis("depth")
     return pd.concat(parts, axis=1, names=["store", "field"])

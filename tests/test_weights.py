@@ -107,3 +107,12 @@ def test_torchvision_classifier_backbone():
         load_backbone("torchvision:resnet18", "random:0", layers=["nope"])
     with pytest.raises(FakesegmentError, match="unknown model"):
         load_backbone("yolo", "random:0")
+
+
+def test_every_packaged_lite_is_found_in_its_package():
+    """The three EfficientNet-Lites' weights are looked for inside their installed packages."""
+    from fakesegment_nb.lite import LITE
+
+    for name, w in LITE.items():
+        path = cache_path(name)
+        assert path.name == w.file_name and path.is_file() and path.parent.parent.name == w.module, path

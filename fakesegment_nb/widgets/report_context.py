@@ -103,7 +103,10 @@ class ReportContext:
     def gap_profile(self):
         """This store's gap profile and the ``compare`` stores' on the same axes (via
         :func:`fakesegment_nb.stats.compare_stores`), each labelled "model (weights, trained or
-        not)"; a compare store that cannot be read is named in a note below the figure."""
+        not)", an untrained one also "smoke test"; with compare stores, a sentence computed by
+        :func:`fakesegment_nb.agreement.network_agreement` says whether the trained networks agree
+        (per-image ranking, where the gap peaks). A compare store that cannot be read is named in
+        a note below the figure."""
         from IPython.display import HTML
 
         from ..stats import compare_stores
@@ -114,6 +117,7 @@ class ReportContext:
         if why:
             return HTML(note_html(f"gap profile unavailable: {why}"))
         notes, stores, labels = [], [self.view.source], [store_label(self.view.attrs)]
+        trained = [bool(self.view.attrs.get("weights_trained"))]
         for other in self.compare:
             try:
                 v = StoreView(other)
@@ -124,6 +128,9 @@ class ReportContext:
                 continue
             stores.append(v.source)
             labels.append(store_label(v.attrs))
+            trained.append(bool(v.attrs.get("weights_trained")))
+        if len(stores) > 1:  # across networks: a random network is only a smoke test
+            labels = [l if t else f"{l}: smoke test" for l, t in zip(labels, trained)]
         labels = [f"{l} #{labels[:i + 1].count(l)}" if labels.count(l) > 1 else l for i, l in enumerate(labels)]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -141,8 +148,27 @@ class ReportContext:
                 "fid_floor"]
         tables = "".join(f"<p><b>{html.escape(lab)}</b></p>" + df[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}")
                          for lab, df in profiles.items())
-        return HTML(figure_html(gap_profile_figure(profiles), "gap profile")
+        agree = self._agreement(stores, labels, notes) if len(stores) > 1 else ""
+        return HTML(agree + figure_html(gap_profile_figure(profiles), "gap profile")
                     + "".join(note_html(n) for n in notes) + tables)
+
+    @staticmethod
+    def _agreement(stores, labels, notes: list[str]) -> str:
+        """The across-networks sentence and its figures as HTML ("" with a note if they cannot be had)."""
+        from ..agreement import network_agreement
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ag = network_agreement(stores, labels=labels)
+        except FakesegmentError as exc:
+            notes.append(f"whether the networks agree is not shown: {exc}")
+            return ""
+        rows = "".join(f"<tr><td>{html.escape(r.a)}</td><td>{html.escape(r.b)}</td><td>{r.rho:.2f}</td>"
+                       f"<td>{r.p:.2g}</td><td>{r.n}</td></tr>" for r in ag.images.itertuples())
+        table = ("<table><tr><th>network</th><th>network</th><th>Spearman's rho (per-image scores)</th>"
+                 f"<th>p</th><th>images</th></tr>{rows}</table>") if rows else ""
+        return f"<p><b>Across networks.</b> {html.escape(ag.sentence)}</p>" + table
 
     def least_realistic(self, layer: str = "fused"):
         """The ``top_k`` synthetic images with the highest realism score (``images.csv``,
