@@ -91,7 +91,10 @@ def test_map_panels_show_every_map_titled_by_its_question(view):
 def test_maps_are_drawn_on_the_image_at_its_own_shape(view):
     """The 2:1 image: the network saw it squashed into 300 x 300; the panels draw it 300 x 150."""
     assert view.original_size(UNPAIRED) == (128, 256) and view.display_shape(UNPAIRED) == (150, 300)
-    thr = view.threshold("reference", UNPAIRED)
+    # the threshold slider moved to the image's median score (at the calibrated threshold the
+    # random-weights fixture's mask of this image may be empty: nothing to outline)
+    thr = float(np.nanmedian(view.score("reference", UNPAIRED)))
+    assert view.display_mask("reference", UNPAIRED).any() == (view.display_score("reference", UNPAIRED) > view.threshold("reference", UNPAIRED)).any()
     sel = P.Selection(UNPAIRED, "conv9_2", 0, "reference", thr, 1.0, (0, 256, 0, 128))
     image, fmap = P.main_panels(view, sel)
     domain, reference, paired = P.map_panels(view, sel)
@@ -103,7 +106,8 @@ def test_maps_are_drawn_on_the_image_at_its_own_shape(view):
     assert np.array_equal(shown, resize_map(view.score("reference", UNPAIRED), (150, 300)))
     edge = np.all(reference.rgb == EDGE, axis=2)
     mask = shown > thr
-    assert mask.any() and edge.any() and not (edge & ~mask).any()  # the outline lies on the mask's rim
+    assert mask.any() and not mask.all()
+    assert edge.any() and not (edge & ~mask).any()  # the outline lies on the mask's rim
 
 
 def test_heat_overlay_keeps_a_flooded_mask_readable():

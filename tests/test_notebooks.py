@@ -15,6 +15,7 @@ import pytest
 from fakesegment_nb.cli import main, parse_value, report_parameters
 from fakesegment_nb.errors import ParameterError
 from fakesegment_nb.report import NOTEBOOK, ReportResult, run_report, write_html
+from fakesegment_nb.widgets import StoreView
 
 from support import NOTEBOOKS, UNPAIRED, store_without_maps, tiny_store
 
@@ -110,7 +111,10 @@ def test_report_cli(tmp_path, capsys, monkeypatch):
         assert text in html, text
     assert "Missing from this report" not in html
     check_html(html, min_figures=5)  # bars, violin, heat map, gallery, explorer
-    assert UNPAIRED in html  # reference maps rank the unpaired image too
+    # the reference maps rank every synthetic image, the unpaired one too; the largest mask is shown
+    ranked = StoreView(tiny_store()).map_summary("reference").sort_values("area", ascending=False)
+    assert UNPAIRED in ranked.index and ranked["area"].iloc[0] > ranked["area"].iloc[1]
+    assert ranked.index[0] in html
     # the map section, titled by the questions the maps answer, with a legend of every stored map
     assert "Where do the images look rendered, and which details are unusual?" in html
     for text in ("<b>Looks rendered here</b> (<code>domain</code>)", "<b>Unusual details here</b> (<code>reference</code>)",
