@@ -300,9 +300,10 @@ def store_name(store) -> str:
 def store_names(stores) -> list[str]:
     """One distinct name per store: :func:`store_name`, with the parent folder prefixed where
     stems repeat (``a/store``, ``b/store``), numbered (``store #2``) where even that repeats."""
-    names = [store_name(s) for s in stores]
+    stems = [store_name(s) for s in stores]
+    names = list(stems)
     for i, s in enumerate(stores):
-        if names.count(store_name(s)) > 1 and isinstance(s, (str, os.PathLike)):
+        if stems.count(stems[i]) > 1 and isinstance(s, (str, os.PathLike)):
             parent = PurePosixPath(str(s).replace("\\", "/").rstrip("/")).parent.name
             names[i] = f"{parent}/{names[i]}" if parent else names[i]
     return [f"{n} #{names[:i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
@@ -345,6 +346,13 @@ def comparability(stores, names: list[str] | None = None) -> tuple[str, bool]:
         return f"The stores share the same {len(common)} real images (by sha256){tail}", True
     counts = ", ".join(f"{n} {len(r)}" for n, r in zip(names, real))
     scale = "; c2st_auroc and fid_ratio are on one scale all the same."
+    if len(trees) > 2:  # against the first store, one by one
+        parts = [f"{n} holds the same {len(r)}" if r == real[0] else
+                 f"{n} none of them (it holds {len(r)} others)" if not r & real[0] else
+                 f"{n} {len(r & real[0])} of them (of its {len(r)})" for n, r in zip(names[1:], real[1:])]
+        return (f"The stores do not all hold the same real images (by sha256): of the {len(real[0])} of {names[0]}, "
+                + "; ".join(parts) + f". Distances compare only between stores that hold the same real images{scale}",
+                False)
     if common:
         return (f"The stores share {len(common)} of their real images (by sha256; real images: {counts}): their "
                 f"distances are not fully comparable{scale}", False)

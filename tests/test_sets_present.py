@@ -110,6 +110,9 @@ def test_what_stores_share_some_or_none_of_their_real_images(tmp_path):
                                         "b/store 6): their distances are not fully comparable")
     note, ok = comparability([a, c])
     assert not ok and note.startswith("The stores share no real image (by sha256; real images: store 6, c 6)")
+    note, ok = comparability([a, b, c])  # more than two: each against the first
+    assert not ok and note.startswith("The stores do not all hold the same real images (by sha256): of the 6 of "
+                                      "a/store, b/store 3 of them (of its 6); c none of them (it holds 6 others).")
 
 
 def test_network_agreement_takes_a_multi_set_stores_first_set_and_says_so(stores):
