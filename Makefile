@@ -44,7 +44,11 @@ demo: setup
 		-p synthetic_dir $(abspath $(DEMO))/probe/synthetic -p work_dir $(abspath $(DEMO))/close_the_gap && \
 	$(PY) -c "import sys; from fakesegment_nb.report import write_html; write_html(sys.argv[1], sys.argv[2], exclude_input=False)" \
 		$(DEMO)/04_close_the_gap.ipynb $(DEMO)/04_close_the_gap.html
-	@echo "demo: open $(DEMO)/report.html and $(DEMO)/04_close_the_gap.html, or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
+# the notebook's one store: the held-out real images once, sets synthetic (before) and enhanced (after)
+	$(FS) stats --store $(DEMO)/close_the_gap/store.zarr --out $(DEMO)/close_the_gap/stats
+	$(FS) report --store $(DEMO)/close_the_gap/store.zarr --out $(DEMO)/close_the_gap/report.html \
+		-p title "close the gap: synthetic vs enhanced, one store"
+	@echo "demo: open $(DEMO)/report.html and $(DEMO)/04_close_the_gap.html (the gap before and after enhancement, from one store: $(DEMO)/close_the_gap/report.html), or explore $(DEMO)/store.zarr in JupyterLab (notebooks/)"
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

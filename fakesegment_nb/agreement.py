@@ -28,7 +28,7 @@ from .errors import FakesegmentError, ParameterError
 from .stats import FUSED, compare_stores, image_scores
 from .store import as_tree, image_table
 
-__all__ = ["NetworkAgreement", "network_agreement", "agreement_sentence", "ALPHA"]
+__all__ = ["NetworkAgreement", "network_agreement", "agreement_sentence", "network_labels", "ALPHA"]
 
 ALPHA = 0.05  # a rank correlation counts as shown when its p-value is below this
 
@@ -60,13 +60,19 @@ class NetworkAgreement:
     sentence: str
 
 
+def network_labels(trees) -> list[str]:
+    """``"model (weights)"`` per store, numbered (``#1``, ``#2``) where repeated."""
+    base = [f"{t.attrs.get('model', '?')} ({t.attrs.get('weights', '?')})" for t in trees]
+    return [f"{l} #{base[:i + 1].count(l)}" if base.count(l) > 1 else l for i, l in enumerate(base)]
+
+
 def _short(label: str) -> str:
     return label.split(" (", 1)[0]
 
 
-def _scores(tree) -> pd.Series:
-    """Fused per-image scores of the synthetic images, indexed by content (sha256)."""
-    s = image_scores(tree, FUSED).set_index("image")["score"]
+def _scores(tree, set_name: str | None = None) -> pd.Series:
+    """Fused per-image scores of the synthetic images (of ``set_name``), indexed by content (sha256)."""
+    s = image_scores(tree, FUSED, set_name=set_name).set_index("image")["score"]
     sha = image_table(tree)["sha256"]
     s = s[s.index.isin(sha.index)]
     s.index = sha.loc[s.index].to_numpy()
@@ -133,27 +139,38 @@ def network_agreement(stores, labels=None, field: str = "fid_ratio", cache: bool
     ----------
     stores : store paths / URLs or opened DataTrees, each with statistics (``fakesegment stats``)
         or computable ones.
-    labels : one name per store (default :func:`~fakesegment_nb.stats.compare_stores`'s).
+    labels : one name per store (default ``"model (weights)"``, numbered where repeated).
     field : the gap field whose profile is compared: ``fid_ratio`` (default; continuous, where
         ``c2st_auroc`` saturates at 1 for a plain gap), ``c2st_auroc``, ``fid`` ...
     cache : use each store's statistics cache when it is up to date.
+
+    A store of several synthetic sets takes part with its first set (store order); the sentence
+    says so.
 
     Returns
     -------
     NetworkAgreement
     """
     trees = [as_tree(s) for s in stores]
+    labels = network_labels(trees) if labels is None else list(labels)
     table = compare_stores(trees, labels=labels, cache=cache)
-    labels = list(table.columns.get_level_values(0).unique())
-    if field not in table[labels[0]].columns:
+    first: dict = {}
+    for line in table.attrs["lines"]:
+        first.setdefault(line["store"], line)
+    line_of = {lab: first[lab]["line"] for lab in labels}
+    set_of = {lab: first[lab]["set"] for lab in labels}
+    several = [(lab, [l["set"] for l in table.attrs["lines"] if l["store"] == lab]) for lab in labels]
+    sets_note = " ".join(f"{_short(lab)} holds the sets {', '.join(ss)}: its first, {ss[0]}, is compared."
+                         for lab, ss in several if len(ss) > 1)
+    if field not in table[line_of[labels[0]]].columns:
         raise ParameterError("field", f"{field!r} is not a gap-profile field; choose from "
-                             f"{', '.join(c for c in table[labels[0]].columns if c != 'layer')}")
+                             f"{', '.join(c for c in table[line_of[labels[0]]].columns if c != 'layer')}")
     trained = [l for l, t in zip(labels, trees) if t.attrs.get("weights_trained")]
     smoke = [l for l in labels if l not in trained]
     tree_of = dict(zip(labels, trees))
     rows = []
     for lab in trained:
-        df = table[lab].dropna(subset=["layer"])
+        df = table[line_of[lab]].dropna(subset=["layer"])
         v = df[field].to_numpy(float)
         if not np.isfinite(v).any():
             raise FakesegmentError(f"{lab}: no finite {field} in its gap profile (see the gap table's notes)")
@@ -161,7 +178,7 @@ def network_agreement(stores, labels=None, field: str = "fid_ratio", cache: bool
         rows.append({"label": lab, "peak": str(df["layer"].iloc[i]), "value": float(v[i]), "profile": v,
                      "relative_depth": float(df["relative_depth"].iloc[i])})
     layers = pd.DataFrame(rows, columns=["label", "peak", "relative_depth", "value", "profile"])
-    scores = {lab: _scores(tree_of[lab]) for lab in trained}
+    scores = {lab: _scores(tree_of[lab], set_of[lab]) for lab in trained}
     pairs, prof = [], []
     for a, b in combinations(trained, 2):
         common = scores[a].index.intersection(scores[b].index)
@@ -172,5 +189,6 @@ def network_agreement(stores, labels=None, field: str = "fid_ratio", cache: bool
             prof.append({"a": a, "b": b, "rho": _spearman(pa, pb)[0]})
     images = pd.DataFrame(pairs, columns=["a", "b", "rho", "p", "n"])
     profiles = pd.DataFrame(prof, columns=["a", "b", "rho"])
+    sentence = agreement_sentence(trained, smoke, images, layers, profiles, field)
     return NetworkAgreement(trained, smoke, images, layers, profiles, field,
-                            agreement_sentence(trained, smoke, images, layers, profiles, field))
+                            sentence + (" " + sets_note if sets_note else ""))

@@ -45,8 +45,10 @@ def _stats(args) -> int:
 
     tables = write_stats(args.store, args.out, recompute=args.recompute)
     files = "layers.csv, channels.csv, images.csv" + (", pairs.csv" if not tables.pairs.empty else "")
-    print(f"{args.out}: {files} ({len(tables.layers)} layers, {len(tables.pairs)} pair rows); "
-          f"cached in {args.store}/stats")
+    sets = list(dict.fromkeys(tables.layers["set"]))
+    n_layers = tables.layers["layer"].nunique()
+    print(f"{args.out}: {files} ({len(sets)} set{'s' * (len(sets) != 1)} ({', '.join(sets)}) x {n_layers} layers, "
+          f"{len(tables.pairs)} pair rows); cached in {args.store}/stats")
     return 0
 
 

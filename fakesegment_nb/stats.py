@@ -32,8 +32,9 @@ used when there is one. The tables are cached per set in the store's ``stats/`` 
 
 from __future__ import annotations
 
+import os
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ from .store import as_tree, image_table, layer_names, partners, set_names
 
 __all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprints", "StatsTables",
            "layer_table", "channel_table", "pair_table", "image_scores", "gap_profile", "compare_stores",
+           "store_name", "store_names", "line_labels", "comparability",
            "LAYER_COLUMNS", "CHANNEL_COLUMNS", "PAIR_COLUMNS", "IMAGE_COLUMNS", "GAP_COLUMNS", "COMPARE_EXTRA",
            "FUSED", "TABLES", "COLUMNS"]
 
@@ -286,48 +288,127 @@ def write_stats(store, out_dir=None, recompute: bool = False) -> StatsTables:
 # several stores
 
 
-def _label(tree) -> str:
-    return f"{tree.attrs.get('model', '?')} ({tree.attrs.get('weights', '?')})"
+def store_name(store) -> str:
+    """A store's name: the stem of its path or URL (``runs/a/store_lite2.zarr`` -> ``store_lite2``);
+    an opened DataTree, which has no path, is named by its model."""
+    if isinstance(store, (str, os.PathLike)):
+        text = str(store).replace("\\", "/").rstrip("/")
+        return PurePosixPath(text).stem or text
+    return str(getattr(store, "attrs", {}).get("model", "store"))
+
+
+def store_names(stores) -> list[str]:
+    """One distinct name per store: :func:`store_name`, with the parent folder prefixed where
+    stems repeat (``a/store``, ``b/store``), numbered (``store #2``) where even that repeats."""
+    stems = [store_name(s) for s in stores]
+    names = list(stems)
+    for i, s in enumerate(stores):
+        if stems.count(stems[i]) > 1 and isinstance(s, (str, os.PathLike)):
+            parent = PurePosixPath(str(s).replace("\\", "/").rstrip("/")).parent.name
+            names[i] = f"{parent}/{names[i]}" if parent else names[i]
+    return [f"{n} #{names[:i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+
+def line_labels(names: list[str], sets: list[list[str]]) -> list[str]:
+    """One label per (store, set), stores in order, each store's sets in store order: the set's name
+    when there is one store of several sets, the store's name for a store of one set, else
+    ``"store · set"``."""
+    if len(names) == 1 and len(sets[0]) > 1:
+        return list(sets[0])
+    return [n if len(ss) == 1 else f"{n} · {s}" for n, ss in zip(names, sets) for s in ss]
+
+
+def comparability(stores, names: list[str] | None = None) -> tuple[str, bool]:
+    """What the stores share, in one sentence, and whether their distances compare like for like:
+    they do when every store holds the same real images (by content, sha256) -- each set is then
+    measured against the same reference. One store: its sets share its real images."""
+    trees = [as_tree(s) for s in stores]
+    names = store_names(stores) if names is None else list(names)
+    tables = [image_table(t) for t in trees]
+    real = [set(t.loc[t["domain"] == "real", "sha256"]) for t in tables]
+    syn = [set(t.loc[t["domain"] == "synthetic", "sha256"]) for t in tables]
+    if len(trees) == 1:
+        sets = set_names(tables[0])
+        if len(sets) > 1:
+            return (f"Every set of {names[0]} ({', '.join(sets)}) is compared with the same {len(real[0])} real "
+                    "images: the store holds them once.", True)
+        return f"{names[0]}: {len(real[0])} real images.", True
+    common = set.intersection(*real)
+    if all(r == real[0] for r in real):
+        both = set.intersection(*syn)
+        if all(s == syn[0] for s in syn):
+            tail = f" and the same {len(both)} synthetic images: their figures compare like for like."
+        elif both:
+            tail = (f" and {len(both)} of their synthetic images: each set is measured against the same real "
+                    "images.")
+        else:
+            tail = ", but no synthetic image: each set is measured against the same real images."
+        return f"The stores share the same {len(common)} real images (by sha256){tail}", True
+    counts = ", ".join(f"{n} {len(r)}" for n, r in zip(names, real))
+    scale = "; c2st_auroc and fid_ratio are on one scale all the same."
+    if len(trees) > 2:  # against the first store, one by one
+        parts = [f"{n} holds the same {len(r)}" if r == real[0] else
+                 f"{n} none of them (it holds {len(r)} others)" if not r & real[0] else
+                 f"{n} {len(r & real[0])} of them (of its {len(r)})" for n, r in zip(names[1:], real[1:])]
+        return (f"The stores do not all hold the same real images (by sha256): of the {len(real[0])} of {names[0]}, "
+                + "; ".join(parts) + f". Distances compare only between stores that hold the same real images{scale}",
+                False)
+    if common:
+        return (f"The stores share {len(common)} of their real images (by sha256; real images: {counts}): their "
+                f"distances are not fully comparable{scale}", False)
+    return (f"The stores share no real image (by sha256; real images: {counts}): their distances are not "
+            f"comparable{scale}", False)
 
 
 def compare_stores(stores, labels=None, cache: bool = True) -> pd.DataFrame:
-    """Layer tables of several stores side by side (different models or weights, same images).
+    """Gap profiles of several stores side by side (different models or weights, renderers, sets),
+    one line per (store, synthetic set).
 
     Parameters
     ----------
     stores : store paths / URLs or opened DataTrees.
-    labels : one name per store (default ``"model (weights)"``, numbered if repeated).
+    labels : one name per store (default :func:`store_names`: the path's stem).
     cache : use each store's up-to-date ``stats/`` cache when it has one.
 
     Returns
     -------
-    DataFrame indexed by layer depth (0 = first layer), columns ``(label, field)`` with fields
-    ``layer, relative_depth, fid, kid, patch_fd, n_real, n_synthetic`` and the gap profile's
-    ``fid_lo, fid_hi, fid_floor, fid_ratio, c2st_auroc, c2st_p, c2st_lo, c2st_hi, c2st_chance``.
-    ``relative_depth`` is the layer's place in its network, 0 (first stored layer) to 1 (last),
-    so that networks with different numbers of layers share one axis. Warns when the stores do
-    not hold the same images (by content) -- their distances are then not comparable;
-    ``c2st_auroc`` and ``fid_ratio`` are on one scale across models all the same. Whether the
-    networks agree: :func:`fakesegment_nb.agreement.network_agreement`.
+    DataFrame indexed by layer depth (0 = first layer), columns ``(line, field)``, one line per
+    (store, set) named by :func:`line_labels`, with fields ``layer, relative_depth, fid, kid,
+    patch_fd, n_real, n_synthetic`` and the gap profile's ``fid_lo, fid_hi, fid_floor, fid_ratio,
+    c2st_auroc, c2st_p, c2st_lo, c2st_hi, c2st_chance``. ``relative_depth`` is the layer's place
+    in its network, 0 (first stored layer) to 1 (last), so that networks with different numbers
+    of layers share one axis.
+
+    ``attrs["lines"]``: one dict per line (``line, store, set, model, weights,
+    weights_trained``); ``attrs["note"]``: what the stores share (:func:`comparability`), and
+    ``attrs["comparable"]``. A ``UserWarning`` carries the note when the stores do not hold the
+    same real images (their distances are then not comparable; ``c2st_auroc`` and ``fid_ratio``
+    are on one scale all the same). Whether networks agree:
+    :func:`fakesegment_nb.agreement.network_agreement`.
     """
     trees = [as_tree(s) for s in stores]
     if not trees:
         raise FakesegmentError("compare_stores needs at least one store")
-    if labels is None:
-        base = [_label(t) for t in trees]
-        labels = [f"{l} #{base[:i + 1].count(l)}" if base.count(l) > 1 else l for i, l in enumerate(base)]
-    labels = list(labels)
-    if len(labels) != len(trees) or len(set(labels)) != len(labels):
+    names = store_names(list(stores)) if labels is None else [str(l) for l in labels]
+    if len(names) != len(trees) or len(set(names)) != len(names):
         raise FakesegmentError("compare_stores needs one distinct label per store")
-    contents = [tuple(sorted(zip(*(image_table(t)[c] for c in ("domain", "sha256"))))) for t in trees]
-    if len(set(contents)) > 1:
-        warnings.warn("the stores do not hold the same images; their distances are not comparable",
-                      UserWarning, stacklevel=2)
+    note, comparable = comparability(trees, names)
+    if not comparable:
+        warnings.warn(note, UserWarning, stacklevel=2)
     fields = ["layer", "relative_depth", "fid", "kid", "patch_fd", "n_real", "n_synthetic", *GAP_FIELDS,
               *COMPARE_EXTRA]
-    parts = {}
-    for lab, t in zip(labels, trees):
-        df = gap_profile(t, cache=cache)
-        df["relative_depth"] = np.arange(len(df)) / max(1, len(df) - 1)
-        parts[lab] = df[fields].rename_axis("depth")
-    return pd.concat(parts, axis=1, names=["store", "field"])
+    profiles = [gap_profile(t, cache=cache) for t in trees]
+    sets = [list(pd.unique(p["set"])) for p in profiles]
+    labels_ = iter(line_labels(names, sets))
+    parts, lines = {}, []
+    for name, t, p, ss in zip(names, trees, profiles, sets):
+        for s in ss:
+            line = next(labels_)
+            df = p[p["set"] == s].reset_index(drop=True)
+            df["relative_depth"] = np.arange(len(df)) / max(1, len(df) - 1)
+            parts[line] = df[fields].rename_axis("depth")
+            lines.append({"line": line, "store": name, "set": s, "model": t.attrs.get("model", "?"),
+                          "weights": t.attrs.get("weights", "?"), "weights_trained": bool(t.attrs.get("weights_trained"))})
+    out = pd.concat(parts, axis=1, names=["line", "field"])
+    out.attrs.update(lines=lines, note=note, comparable=comparable)
+    return out

@@ -208,5 +208,16 @@ def test_04_close_the_gap_notebook_runs_on_tiny_data(tmp_path):
     assert html.count("data:image/png;base64,") >= 3  # loss, before | after, gap profile
     assert "fid_before" in html and "content SSIM" in html and "Traceback" not in html
     assert (tmp_path / "work" / "enhancer.pt").is_file()
-    assert {p.name for p in (tmp_path / "work" / "enhanced").iterdir()} == \
-        {p.name for p in (tmp_path / "work" / "split" / "heldout" / "synthetic").iterdir()}
+    heldout = tmp_path / "work" / "split" / "heldout"
+    assert {p.name for p in (tmp_path / "work" / "enhanced").iterdir()} == {p.name for p in (heldout / "synthetic").iterdir()}
+    # one store: the held-out real images once, the renders and their enhanced versions as two sets
+    from fakesegment_nb.stats import layer_table
+    from fakesegment_nb.store import image_table, set_names
+
+    store = tmp_path / "work" / "store.zarr"
+    table = image_table(store)
+    assert set_names(store) == ["synthetic", "enhanced"]
+    assert (table["domain"] == "real").sum() == len(list((heldout / "real").iterdir()))
+    assert "sets synthetic, enhanced; " in html  # the notebook says what the one store holds
+    layers = layer_table(store)
+    assert list(dict.fromkeys(layers["set"])) == ["synthetic", "enhanced"]

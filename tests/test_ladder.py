@@ -11,6 +11,7 @@ extracts one store per severity (``ladder``) for the gap profile, which compares
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -165,7 +166,12 @@ def test_the_reports_cross_architecture_section_says_whether_they_agree(combined
     rep = ReportContext(combined("efficientnet_lite0"), compare=[str(combined("efficientnet_lite2")), str(tiny_store())])
     html = rep.gap_profile().data
     assert "<b>Across networks.</b> The trained networks agree on which synthetic images look least real" in html
-    assert "efficientnet_lite2 (imagenet:efficientnet-lite2-9656183e, trained)" in html
-    assert "ssd300_vgg16 (random:0, untrained): smoke test" in html
+    # lines named by the stores' path stems, each table headed by its network
+    assert "efficientnet_lite2 -- store efficientnet_lite2, set synthetic, efficientnet_lite2 " \
+           "(imagenet:efficientnet-lite2-9656183e, trained)" in html
+    assert "store: smoke test -- store store, set synthetic, ssd300_vgg16 (random:0, untrained)" in html
     assert "ssd300_vgg16 with random weights is a smoke test, not a second opinion" in html
-    assert "not hold the same images" in html  # the SSD store is another probe: said, not hidden
+    # the SSD store is another probe: what the stores share is said, not hidden
+    assert re.search(r"<b>What the stores share.</b> The stores do not all hold the same real images \(by sha256\): "
+                     r"of the 8 of efficientnet_lite0, efficientnet_lite2 holds the same 8; store (none of them \(it "
+                     r"holds 3 others\)|\d of them \(of its 3\))\.", html), html

@@ -311,12 +311,17 @@ def test_compare_stores_side_by_side(tables):
     for field in ("fid_lo", "fid_hi", "fid_floor", "fid_ratio", "c2st_auroc", "c2st_p", "c2st_lo", "c2st_hi"):
         assert cmp[("mild", field)].notna().all(), field
     assert (cmp[("strong", "c2st_auroc")] >= cmp[("mild", "c2st_auroc")]).all()
+    # the same real photos (by sha256), other synthetic images: comparable, said, no warning
+    assert cmp.attrs["comparable"] and cmp.attrs["note"].startswith("The stores share the same 6 real images (by sha256)")
+    assert [l["line"] for l in cmp.attrs["lines"]] == ["mild", "strong"]
     with pytest.raises(FakesegmentError, match="distinct label"):
         fs.compare_stores([a, b], labels=["x", "x"])
-    with pytest.warns(UserWarning, match="not hold the same images"):
-        two = fs.compare_stores([a, extracted_store()[0]])
-    assert list(two.columns.get_level_values(0).unique()) == ["torchvision:resnet18 (random:0) #1",
-                                                              "torchvision:resnet18 (random:0) #2"]
+    other = extracted_store()[0]
+    with pytest.warns(UserWarning, match=r"The stores share (no real image|\d+ of their real images)"):
+        two = fs.compare_stores([a, other])
+    # named by their path stems; a repeated stem gets its parent folder
+    assert list(two.columns.get_level_values(0).unique()) == [fs.stats.store_name(a), fs.stats.store_name(other)]
+    assert two.columns.names == ["line", "field"] and not two.attrs["comparable"]
 
 
 def test_partners_are_synthetic_images_paired_with_a_stored_real_image():

@@ -5,7 +5,8 @@
 * :mod:`.data`: folders as torch Datasets, torchvision augmentation, held-out splits by scene;
 * :mod:`.train`: :func:`train_enhancer` (``fakesegment enhance train``);
 * :mod:`.apply`: :func:`apply_enhancer` (``fakesegment enhance apply``);
-* :mod:`.measure`: :func:`gap_table` and :func:`content_ssim`, on held-out images.
+* :mod:`.measure`: :func:`gap_table` (two sets of one store, or two stores), :func:`content_ssim` and
+  :func:`map_change`, on held-out images.
 """
 
 from .apply import ApplyResult, apply_enhancer, enhance_array

@@ -13,9 +13,12 @@ from ..images import load_rgb
 __all__ = ["plot_gap", "show_before_after", "show_maps"]
 
 
-def plot_gap(table: pd.DataFrame, title: str = ""):
-    """The gap profile of both stores on the same axes: FID per layer before and after (log
-    scale) and, where the table has it, c2st AUROC; layers the enhancer trained on are shaded."""
+def plot_gap(table: pd.DataFrame, title: str = "", before: str | None = None, after: str | None = None):
+    """The gap of both sets (or stores) on the same axes: FID per layer before and after (log
+    scale) and, where the table has it, c2st AUROC; layers the enhancer trained on are shaded.
+    ``before``/``after`` name the lines (default: the sets :func:`gap_table` compared)."""
+    before = before or table.attrs.get("before_set", "synthetic")
+    after = after or table.attrs.get("after_set", "enhanced")
     import matplotlib.pyplot as plt
 
     has_c2st = "c2st_before" in table
@@ -27,8 +30,8 @@ def plot_gap(table: pd.DataFrame, title: str = ""):
         for i, trained in enumerate(table["trained"]):
             if trained:
                 ax.axvspan(i - 0.4, i + 0.4, color="0.9", zorder=0)
-        ax.plot(x, table[f"{key}_before"], "o-", color="tab:red", label="before (synthetic)")
-        ax.plot(x, table[f"{key}_after"], "o-", color="tab:green", label="after (enhanced)")
+        ax.plot(x, table[f"{key}_before"], "o-", color="tab:red", label=f"before: {before}")
+        ax.plot(x, table[f"{key}_after"], "o-", color="tab:green", label=f"after: {after}")
         if log:
             ax.set_yscale("log")
         else:
@@ -62,20 +65,22 @@ def show_before_after(inputs, outputs, names: Sequence[str], real=None):
     return fig
 
 
-def show_maps(before, after, images: Sequence[str], method: str = "reference"):
-    """Each image's ``method`` map before and after enhancement, on one colour scale per row."""
+def show_maps(before, after, images: Sequence[str], method: str = "reference", after_images=None):
+    """Each image's ``method`` map before and after enhancement, on one colour scale per row;
+    ``after_images``: the enhanced images' ids (default ``images``; another set of one store
+    has other ids: ``after`` may then be the same store)."""
     import matplotlib.pyplot as plt
 
     from ..maps import score_map
 
     fig, axes = plt.subplots(len(images), 2, figsize=(6.5, 3 * len(images)), squeeze=False)
-    for row, img in zip(axes, images):
-        maps = [score_map(before, img, method), score_map(after, img, method)]
+    for row, img, img_after in zip(axes, images, after_images or images):
+        maps = [score_map(before, img, method), score_map(after, img_after, method)]
         finite = np.concatenate([m[np.isfinite(m)] for m in maps])
         vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
-        for ax, m, label in zip(row, maps, ("before", "after")):
+        for ax, m, label, name in zip(row, maps, ("before", "after"), (img, img_after)):
             im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax)
-            ax.set_title(f"{label}: {img}\n(mean {np.nanmean(m):.2f})", fontsize=8)
+            ax.set_title(f"{label}: {name}\n(mean {np.nanmean(m):.2f})", fontsize=8)
             ax.axis("off")
         fig.colorbar(im, ax=row.tolist(), shrink=0.8)
     return fig

@@ -7,6 +7,8 @@ import time
 import ipywidgets as W
 import numpy as np
 
+from ..errors import FakesegmentError
+
 from .markup import banner_html, header_html, note_html, store_label
 from .plots import (METRIC_LABELS, channel_distribution_figure, effect_heatmap_figure, gap_profile_figure,
                     layer_distance_figure, pair_table_view)
@@ -27,18 +29,25 @@ class DomainDashboard(W.VBox):
     Parameters
     ----------
     store : store path/URL, DataTree or :class:`StoreView`.
+    set_name : the synthetic set the channel, effect-size and pair panels show (default: the
+        store's first; a dropdown chooses another). The gap profile draws one line per set and
+        the distances one bar per set, each named by its set.
 
     The tables come from :mod:`fakesegment_nb.stats` (its cache in the store when fresh);
     on a store with one domain the panels that compare domains say so instead.
     """
 
-    def __init__(self, store):
+    def __init__(self, store, set_name: str | None = None):
         super().__init__()
         self.add_class("fakesegment-dashboard")
         self.view = v = StoreView(store)
         self.last_redraw_s = 0.0
         self._png = LRU(64)
         self.tables, self.why = v.stats()
+        sets = v.sets or ["(none)"]
+        if set_name is not None and set_name not in sets:
+            raise FakesegmentError(f"the store has no synthetic set {set_name!r}; it has {', '.join(v.sets) or 'none'}")
+        self.set_name = W.Dropdown(options=sets, value=set_name or sets[0], description="set")
         self.profile = W.Image(format="png")
         self.profile_notes = W.HTML()
         self.metric = W.ToggleButtons(options=[m for m in METRIC_LABELS], value="fid", description="distance")
@@ -54,7 +63,7 @@ class DomainDashboard(W.VBox):
         sections = {
             "Gap profile: one scale, with uncertainty": [self.profile, self.profile_notes],
             "Per-layer distance, real vs synthetic": [self.metric, self.bars],
-            "One channel, real vs synthetic": [W.HBox([self.layer, self.channel]), self.violin],
+            "One channel, real vs synthetic": [W.HBox([self.set_name, self.layer, self.channel]), self.violin],
             "Effect size, layer × channel": [self.heatmap],
             "Pairs: feature-map MSE / SSIM / cosine": [W.HBox([self.pair_layer, self.pair_sort,
                                                                 self.pair_ascending]), self.pair_html],
@@ -68,11 +77,13 @@ class DomainDashboard(W.VBox):
             w for title, body in sections.items()
             for w in [W.HTML(f"<h4 style='margin:10px 0 2px'>{title}</h4>"), *body]]
         if self.tables is None:
-            for c in (self.metric, self.layer, self.channel, self.pair_layer, self.pair_sort, self.pair_ascending):
+            for c in (self.metric, self.set_name, self.layer, self.channel, self.pair_layer, self.pair_sort,
+                      self.pair_ascending):
                 c.disabled = True
             return
         self.metric.observe(lambda c: self.draw_bars(), names="value")
         self.layer.observe(lambda c: self._fill_channels(), names="value")
+        self.set_name.observe(lambda c: self._set_changed(), names="value")
         self.channel.observe(lambda c: self.draw_violin(), names="value")
         for c in (self.pair_layer, self.pair_sort, self.pair_ascending):
             c.observe(lambda ch: self.draw_pairs(), names="value")
@@ -80,7 +91,12 @@ class DomainDashboard(W.VBox):
         self.profile_notes.value = self.profile_notes_html()
         self.draw_bars()
         self._fill_channels()
-        self.heatmap.value = figure_png(effect_heatmap_figure(self.tables.channels, v.layers))
+        self.draw_heatmap()
+        self.draw_pairs()
+
+    def _set_changed(self):
+        self._fill_channels()
+        self.draw_heatmap()
         self.draw_pairs()
 
     def _pairs_note(self) -> str:
@@ -100,16 +116,30 @@ class DomainDashboard(W.VBox):
         return wrapper
 
     def profile_table(self):
-        """The layers table with the gap table's columns (c2st interval, chance level, notes)."""
-        return self.tables.layers.merge(self.tables.gap, on="layer", how="left")
+        """The layers table with the gap table's columns (c2st interval, chance level, notes), one
+        row per (set, layer)."""
+        return self.tables.layers.merge(self.tables.gap, on=["set", "layer"], how="left")
 
     def profile_figure(self):
-        return gap_profile_figure({store_label(self.view.attrs): self.profile_table()})
+        """One line per synthetic set, named by the set (by the store's network when it has one set)."""
+        t = self.profile_table()
+        sets = list(dict.fromkeys(t["set"]))
+        if len(sets) == 1:
+            return gap_profile_figure({store_label(self.view.attrs): t})
+        return gap_profile_figure({s: t[t["set"] == s].reset_index(drop=True) for s in sets},
+                                  title=f"Gap profile per synthetic set: {store_label(self.view.attrs)}\n"
+                                        "filled / * = permutation p < 0.05; bars = 90% bootstrap intervals")
+
+    def _in_set(self, df):
+        """``df``'s rows of the chosen set."""
+        return df[df["set"] == self.set_name.value]
 
     def profile_notes_html(self) -> str:
         """Why some of the profile's values are NaN, one line per layer ('' when none are)."""
         t = self.profile_table()
-        notes = [f"{r.layer}: {r.note}" for r in t.itertuples() if isinstance(r.note, str) and r.note]
+        several = t["set"].nunique() > 1
+        notes = [f"{r.set + ' · ' if several else ''}{r.layer}: {r.note}" for r in t.itertuples()
+                 if isinstance(r.note, str) and r.note]
         return "".join(note_html(n) for n in notes)
 
     @_timed
@@ -118,7 +148,7 @@ class DomainDashboard(W.VBox):
         self.bars.value = self._png.get_or(("bars", m), lambda: figure_png(layer_distance_figure(self.tables.layers, m)))
 
     def _channel_rows(self):
-        t = self.tables.channels
+        t = self._in_set(self.tables.channels)
         return t[t["layer"] == self.layer.value]
 
     def _fill_channels(self):
@@ -134,19 +164,33 @@ class DomainDashboard(W.VBox):
 
     def violin_figure(self):
         v, layer, ch = self.view, self.layer.value, self.channel.value
-        values = v.layer_vectors(layer)[:, int(ch)]
+        keep = ((v.table["domain"] == "real") | (v.table["set"] == self.set_name.value)).to_numpy()
+        values = v.layer_vectors(layer)[keep, int(ch)]
         d = self._channel_rows().set_index("channel")["effect_size"].get(int(ch))
-        return channel_distribution_figure(values, v.table["domain"].to_numpy(), layer, int(ch), d)
+        title = layer if len(v.sets) < 2 else f"{layer} (set {self.set_name.value})"
+        return channel_distribution_figure(values, v.table["domain"].to_numpy()[keep], title, int(ch), d)
+
+    def heatmap_figure(self):
+        """Cohen's d per layer and channel of the chosen set."""
+        fig = effect_heatmap_figure(self._in_set(self.tables.channels), self.view.layers)
+        if len(self.view.sets) > 1:
+            ax = fig.axes[0]
+            ax.set_title(f"set {self.set_name.value}: " + ax.get_title(), fontsize=11)
+        return fig
+
+    @_timed
+    def draw_heatmap(self):
+        self.heatmap.value = self._png.get_or(("heatmap", self.set_name.value), lambda: figure_png(self.heatmap_figure()))
 
     @_timed
     def draw_violin(self):
         if self.channel.value is None:
             return
-        key = ("violin", self.layer.value, int(self.channel.value))
+        key = ("violin", self.set_name.value, self.layer.value, int(self.channel.value))
         self.violin.value = self._png.get_or(key, lambda: figure_png(self.violin_figure()))
 
     def pair_table(self):
-        return pair_table_view(self.tables.pairs, self.pair_layer.value, self.pair_sort.value,
+        return pair_table_view(self._in_set(self.tables.pairs), self.pair_layer.value, self.pair_sort.value,
                                self.pair_ascending.value)
 
     def pair_html_table(self, rows: int = PAIR_ROWS) -> str:
@@ -155,7 +199,8 @@ class DomainDashboard(W.VBox):
             return self._pairs_note()
         t = self.pair_table()
         order = "ascending" if self.pair_ascending.value else "descending"
-        head = (f"<i>{min(rows, len(t))} of {len(t)} rows, layer {self.pair_layer.value}, "
+        in_set = f"set {self.set_name.value}, " if len(self.view.sets) > 1 else ""
+        head = (f"<i>{min(rows, len(t))} of {len(t)} rows, {in_set}layer {self.pair_layer.value}, "
                 f"sorted by {self.pair_sort.value} ({order})</i>")
         return head + t.head(rows).to_html(index=False, float_format=lambda x: f"{x:.4g}")
 
@@ -174,7 +219,7 @@ class DomainDashboard(W.VBox):
                 figure_html(layer_distance_figure(self.tables.layers, self.metric.value), "layer distances"),
                 figure_html(self.violin_figure(), "channel distribution") if self.channel.value is not None
                 else note_html("no channel to show"),
-                figure_html(effect_heatmap_figure(self.tables.channels, v.layers), "effect sizes"),
+                figure_html(self.heatmap_figure(), "effect sizes"),
                 self.pair_html_table(STATIC_PAIR_ROWS)]
         return head + "".join(t + b for t, b in zip(titles, body))
 

@@ -8,6 +8,8 @@ import time
 import ipywidgets as W
 import numpy as np
 
+from ..errors import FakesegmentError
+
 from .explorer import Explorer
 from .mappanels import area_words, map_panel, map_question, not_scored
 from .markup import banner_html, esc, header_html, note_html
@@ -31,6 +33,8 @@ class Gallery(W.VBox):
         ``reference``, ``paired`` in that order).
     k : number of images shown.
     explorer : an :class:`Explorer` to open images in (default: one is made on the first click).
+    set_name : the synthetic set whose images are ranked (default: every set's; a dropdown
+        chooses, on a store of several sets).
 
     Each card shows every map of the store over the image at its own aspect ratio, titled by the
     question it answers ("looks rendered here", "unusual details here", "differs from its real
@@ -41,11 +45,16 @@ class Gallery(W.VBox):
     opens that image in the Explorer below.
     """
 
-    def __init__(self, store, method: str | None = None, k: int = 12, explorer=None):
+    def __init__(self, store, method: str | None = None, k: int = 12, explorer=None, set_name: str | None = None):
         super().__init__()
         self.add_class("fakesegment-gallery")
         self.view = v = StoreView(store)
         self.explorer = explorer
+        sets = ["all", *v.sets] if len(v.sets) > 1 else (v.sets or ["all"])
+        if set_name is not None and set_name not in sets:
+            raise FakesegmentError(f"the store has no synthetic set {set_name!r}; it has {', '.join(v.sets) or 'none'}")
+        self.set_name = W.Dropdown(options=sets, value=set_name or sets[0], description="set",
+                                   disabled=len(sets) < 2)
         self.last_redraw_s = 0.0
         methods = v.methods()
         self.method = W.Dropdown(options=methods or ["(no maps)"], value=method or (methods or ["(no maps)"])[0],
@@ -63,7 +72,7 @@ class Gallery(W.VBox):
         self.message = W.HTML()
         self.explorer_box = W.VBox()
         self.shown: list[str] = []
-        controls = [self.method, self.sort, self.descending, self.filter, self.k]
+        controls = [self.method, self.sort, self.descending, self.set_name, self.filter, self.k]
         self.children = [W.HTML(banner_html(v.attrs)), W.HTML(header_html(v, "Gallery")),
                          W.HBox(controls[:3]), W.HBox(controls[3:]), self.message, self.grid, self.explorer_box]
         why = self._unavailable()
@@ -97,6 +106,8 @@ class Gallery(W.VBox):
         """The summary table (area, max, mean map score and the realism score per synthetic
         image), filtered and sorted as chosen."""
         t = self.view.map_summary(self.method.value)
+        if self.set_name.value != "all":
+            t = t[t.index.isin(self.view.set_images(self.set_name.value))]
         key = SORT_KEYS[self.sort.value]
         if key == "realism":
             r = self.realism()
@@ -128,7 +139,8 @@ class Gallery(W.VBox):
                 shares.append(area_words(m, row_m["area"]).replace("of the image ", ""))
         area = "n/a" if np.isnan(row["area"]) else f"{100 * row['area']:.1f}%"
         realism = f" · realism {row['realism']:.3g}" if "realism" in row and np.isfinite(row["realism"]) else ""
-        return (f"{image}\n" + (" · ".join(shares) + "\n" if shares else "")
+        in_set = f"set {self.view.set_of(image)} · " if len(self.view.sets) > 1 else ""
+        return (f"{in_set}{image}\n" + (" · ".join(shares) + "\n" if shares else "")
                 + f"{self.method.value} area {area} · max {row['max']:.3g} · mean {row['mean']:.3g}{realism}")
 
     def _card(self, image: str, row) -> W.VBox:
@@ -179,11 +191,14 @@ class Gallery(W.VBox):
         rows = []
         for im in self.shown:
             panels = self._panels(im)
-            panels[0].title = f"{im}\n{panels[0].title}"
+            in_set = f"[{self.view.set_of(im)}] " if len(self.view.sets) > 1 else ""
+            panels[0].title = f"{in_set}{im}\n{panels[0].title}"
             rows.append(panels)
         if not rows:
             rows = [[Panel("no images", note="nothing to show")]]
-        return panels_figure(rows, size=3.0, suptitle=f"Gallery: top {len(self.shown)} synthetic images by "
+        which = ("" if len(self.view.sets) < 2 else
+                 " of every set" if self.set_name.value == "all" else f" of set {self.set_name.value}")
+        return panels_figure(rows, size=3.0, suptitle=f"Gallery: top {len(self.shown)} synthetic images{which} by "
                                                       f"{self.sort.value} of the {self.method.value} map; heat: the "
                                                       "score, outline: the mask (score above its calibrated threshold)")
 

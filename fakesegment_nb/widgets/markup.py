@@ -34,6 +34,9 @@ def header_html(view, title: str) -> str:
     :class:`~fakesegment_nb.widgets.storeview.StoreView`), its network and how many images of each domain."""
     a = view.attrs
     counts = " / ".join(f"{len(view.images(d))} {d}" for d in view.domains) or "no images"
+    sets = getattr(view, "sets", [])
+    if len(sets) > 1:
+        counts += " in sets " + ", ".join(f"{s} ({len(view.set_images(s))})" for s in sets)
     return (f"<b>{esc(title)}</b> &middot; store <code>{esc(view.url)}</code> &middot; model "
             f"{esc(a.get('model'))} &middot; weights {esc(a.get('weights'))} &middot; {counts}")
 

@@ -26,16 +26,32 @@ def _figure(w: float, h: float):
 
 
 def layer_distance_figure(layers: pd.DataFrame, metric: str = "fid"):
-    """Bars of one distance per layer, in network order."""
+    """Bars of one distance per layer, in network order; with several synthetic sets (a ``set``
+    column), one bar per set in each layer, grouped, named by the set."""
     fig = _figure(7.5, 3.4)
     ax = fig.subplots()
-    vals = layers[metric].to_numpy(dtype=float)
-    bars = ax.bar(layers["layer"].astype(str), vals, color="#4c72b0")
-    ax.bar_label(bars, labels=[f"{x:.3g}" for x in vals], fontsize=8, padding=2)
+    sets = list(pd.unique(layers["set"])) if "set" in layers and len(layers) else [None]
+    names = list(pd.unique(layers["layer"].astype(str)))
+    width = 0.8 / len(sets)
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    for i, name in enumerate(sets):
+        rows = layers if name is None else layers[layers["set"] == name]
+        pos = {l: j for j, l in enumerate(names)}
+        x = np.array([pos[l] for l in rows["layer"].astype(str)]) + (i - (len(sets) - 1) / 2) * width
+        vals = rows[metric].to_numpy(dtype=float)
+        n = rows[["n_real", "n_synthetic"]].iloc[0] if {"n_real", "n_synthetic"} <= set(rows) and len(rows) else None
+        label = None if name is None else name + (f" ({int(n['n_synthetic'])} images)" if n is not None else "")
+        bars = ax.bar(x, vals, width=width, color=colours[i % len(colours)], label=label)
+        ax.bar_label(bars, labels=[f"{x:.3g}" for x in vals], fontsize=7 if len(sets) > 1 else 8, padding=2)
+    ax.set_xticks(range(len(names)), names)
     ax.set_xlabel("layer (network order)")
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     n = layers[["n_real", "n_synthetic"]].iloc[0] if {"n_real", "n_synthetic"} <= set(layers) and len(layers) else None
-    sub = f" ({int(n['n_real'])} real, {int(n['n_synthetic'])} synthetic images)" if n is not None else ""
+    if len(sets) > 1:
+        sub = f" ({int(n['n_real'])} real images; one bar per synthetic set)" if n is not None else ""
+        ax.legend(fontsize=8, title="synthetic set", title_fontsize=8)
+    else:
+        sub = f" ({int(n['n_real'])} real, {int(n['n_synthetic'])} synthetic images)" if n is not None else ""
     ax.set_title(f"Real vs synthetic distance per layer: {metric}{sub}", fontsize=11)
     ax.margins(y=0.15)
     return fig

@@ -78,6 +78,8 @@ class ReportContext:
                 ("created", self.created)]
         if self.view is not None:
             rows.append(("images", " / ".join(f"{len(self.view.images(d))} {d}" for d in self.view.domains)))
+            rows.append(("synthetic sets", ", ".join(f"{s} ({len(self.view.set_images(s))} images)"
+                                                     for s in self.view.sets) or "none"))
             rows.append(("layers", ", ".join(self.view.layers)))
         params = json.dumps(self.parameters, default=str)
         rows.append(("parameters", params))
@@ -102,22 +104,24 @@ class ReportContext:
 
     def gap_profile(self):
         """This store's gap profile and the ``compare`` stores' on the same axes (via
-        :func:`fakesegment_nb.stats.compare_stores`), each labelled "model (weights, trained or
-        not)", an untrained one also "smoke test"; with compare stores, a sentence computed by
-        :func:`fakesegment_nb.agreement.network_agreement` says whether the trained networks agree
-        (per-image ranking, where the gap peaks). A compare store that cannot be read is named in
-        a note below the figure."""
+        :func:`fakesegment_nb.stats.compare_stores`), one line per (store, synthetic set): stores
+        named by their path stem (:func:`~fakesegment_nb.stats.store_names`), a store's sets by
+        their names, an untrained store's lines also "smoke test"; each line's table is headed by
+        its network ("model (weights, trained or not)"). A note says what the stores share (the
+        same real images, by sha256, or how many, or none). With compare stores, a sentence
+        computed by :func:`fakesegment_nb.agreement.network_agreement` says whether the trained
+        networks agree (per-image ranking, where the gap peaks). A compare store that cannot be
+        read is named in a note below the figure."""
         from IPython.display import HTML
 
-        from ..stats import compare_stores
+        from ..stats import compare_stores, store_names
 
         if self.view is None:
             return self._no_store()
         why = self.view.stats_missing()
         if why:
             return HTML(note_html(f"gap profile unavailable: {why}"))
-        notes, stores, labels = [], [self.view.source], [store_label(self.view.attrs)]
-        trained = [bool(self.view.attrs.get("weights_trained"))]
+        notes, stores, views = [], [self.view.source], [self.view]
         for other in self.compare:
             try:
                 v = StoreView(other)
@@ -127,40 +131,42 @@ class ReportContext:
                 notes.append(f"compare store {other} not shown: {exc}")
                 continue
             stores.append(v.source)
-            labels.append(store_label(v.attrs))
-            trained.append(bool(v.attrs.get("weights_trained")))
-        if len(stores) > 1:  # across networks: a random network is only a smoke test
-            labels = [l if t else f"{l}: smoke test" for l, t in zip(labels, trained)]
-        labels = [f"{l} #{labels[:i + 1].count(l)}" if labels.count(l) > 1 else l for i, l in enumerate(labels)]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            views.append(v)
+        names = store_names([self.store, *[str(v.source) for v in views[1:]]])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the note below says it
             try:
-                table = compare_stores(stores, labels=labels)
+                table = compare_stores(stores, labels=names)
             except FakesegmentError as exc:
                 return HTML(note_html(f"gap profile unavailable: {exc}"))
-        notes += [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+        network = {n: store_label(v.attrs) for n, v in zip(names, views)}
         keep = set(self.view.layers)
-        profiles = {}
-        for i, lab in enumerate(labels):
-            df = table[lab].dropna(subset=["layer"])
-            profiles[lab] = df[df["layer"].isin(keep)] if i == 0 else df
+        profiles, heads = {}, {}
+        for line in table.attrs["lines"]:
+            df = table[line["line"]].dropna(subset=["layer"])
+            label = line["line"] + (": smoke test" if len(stores) > 1 and not line["weights_trained"] else "")
+            profiles[label] = df[df["layer"].isin(keep)] if line["store"] == names[0] else df
+            heads[label] = f"{label} -- store {line['store']}, set {line['set']}, {network[line['store']]}"
         cols = ["layer", "c2st_auroc", "c2st_lo", "c2st_hi", "c2st_p", "fid_ratio", "fid", "fid_lo", "fid_hi",
                 "fid_floor"]
-        tables = "".join(f"<p><b>{html.escape(lab)}</b></p>" + df[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}")
+        tables = "".join(f"<p><b>{html.escape(heads[lab])}</b></p>"
+                         + df[cols].to_html(index=False, float_format=lambda x: f"{x:.3g}")
                          for lab, df in profiles.items())
-        agree = self._agreement(stores, labels, notes) if len(stores) > 1 else ""
-        return HTML(agree + figure_html(gap_profile_figure(profiles), "gap profile")
+        share = (f"<p><b>What the stores share.</b> {html.escape(table.attrs['note'])}</p>"
+                 if len(stores) > 1 or len(self.view.sets) > 1 else "")
+        agree = self._agreement(stores, notes) if len(stores) > 1 else ""
+        return HTML(agree + share + figure_html(gap_profile_figure(profiles), "gap profile")
                     + "".join(note_html(n) for n in notes) + tables)
 
     @staticmethod
-    def _agreement(stores, labels, notes: list[str]) -> str:
+    def _agreement(stores, notes: list[str]) -> str:
         """The across-networks sentence and its figures as HTML ("" with a note if they cannot be had)."""
         from ..agreement import network_agreement
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ag = network_agreement(stores, labels=labels)
+                ag = network_agreement(stores)
         except FakesegmentError as exc:
             notes.append(f"whether the networks agree is not shown: {exc}")
             return ""
@@ -171,8 +177,9 @@ class ReportContext:
         return f"<p><b>Across networks.</b> {html.escape(ag.sentence)}</p>" + table
 
     def least_realistic(self, layer: str = "fused"):
-        """The ``top_k`` synthetic images with the highest realism score (``images.csv``,
-        ``layer`` = fused by default), as thumbnails with their score and rank."""
+        """Per synthetic set, the ``top_k`` images with the highest realism score
+        (``images.csv``, ``layer`` = fused by default; ranked within the set), as thumbnails with
+        their score and rank, each figure named by its set."""
         from IPython.display import HTML
 
         if self.view is None:
@@ -180,19 +187,26 @@ class ReportContext:
         tables, why = self.view.stats()
         if tables is None:
             return HTML(note_html(f"realism scores unavailable: {why}"))
-        t = tables.images[tables.images["layer"] == layer].dropna(subset=["score"]).head(self.top_k)
-        if t.empty:
-            return HTML(note_html(f"no finite realism score for layer {layer} (see the gap profile's notes)"))
-        panels = []
-        for r in t.itertuples():
-            h, w = self.view.original_size(r.image)
-            panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}", picture(self.view, r.image),
-                                xlabel="x (image px)", ylabel="y (image px)", extent=(0, w, h, 0)))
-        fig = panels_figure(panels, ncols=min(4, len(panels)), size=3.0,
-                            suptitle=f"Least realistic synthetic images ({layer} score: distance to the real "
-                                     "images' distribution, 1 = a typical real image)")
-        return HTML(figure_html(fig, "least realistic images")
-                    + t.to_html(index=False, float_format=lambda x: f"{x:.3g}"))
+        rows = tables.images[tables.images["layer"] == layer].dropna(subset=["score"])
+        out = []
+        for name in self.view.sets:
+            t = rows[rows["set"] == name].head(self.top_k)
+            in_set = f" of set {name}" if len(self.view.sets) > 1 else ""
+            if t.empty:
+                out.append(note_html(f"no finite realism score{in_set} for layer {layer} (see the gap profile's notes)"))
+                continue
+            panels = []
+            for r in t.itertuples():
+                h, w = self.view.original_size(r.image)
+                panels.append(Panel(f"#{r.rank} {r.image}\nscore {r.score:.3g}", picture(self.view, r.image),
+                                    xlabel="x (image px)", ylabel="y (image px)", extent=(0, w, h, 0)))
+            fig = panels_figure(panels, ncols=min(4, len(panels)), size=3.0,
+                                suptitle=f"Least realistic synthetic images{in_set} ({layer} score: distance to the "
+                                         "real images' distribution, 1 = a typical real image)")
+            head = f"<h4>Set {html.escape(name)}</h4>" if len(self.view.sets) > 1 else ""
+            out.append(head + figure_html(fig, f"least realistic images{in_set}")
+                       + t.to_html(index=False, float_format=lambda x: f"{x:.3g}"))
+        return HTML("".join(out) if out else note_html("no synthetic set in this store"))
 
     def map_legend(self):
         """What each map of the store answers and how it is drawn, as HTML (the report's map
@@ -221,9 +235,17 @@ class ReportContext:
                     "mask, where the score is above the threshold calibrated on real images. The percentage with "
                     "each map is the share of the image inside its mask.</p>")
 
-    def gallery(self):
-        """The Gallery of the ``top_k`` synthetic images of ``method``'s maps."""
-        return self._no_store() if self.view is None else Gallery(self.view, method=self.method, k=self.top_k)
+    def gallery(self, set_name: str | None = None):
+        """The Gallery of the ``top_k`` synthetic images of ``method``'s maps (of ``set_name``;
+        None: every set's)."""
+        return (self._no_store() if self.view is None
+                else Gallery(self.view, method=self.method, k=self.top_k, set_name=set_name))
+
+    def galleries(self) -> list:
+        """One Gallery per synthetic set, each named by its set (one Gallery on a store of one set)."""
+        if self.view is None or len(self.view.sets) < 2:
+            return [self.gallery()]
+        return [self.gallery(s) for s in self.view.sets]
 
     def explorer(self):
         """An Explorer on the gallery's top image (or the first synthetic image)."""

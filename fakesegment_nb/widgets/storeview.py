@@ -16,7 +16,7 @@ import xarray as xr
 from ..errors import FakesegmentError, ImageError
 from ..images import load_rgb
 from ..resample import display_shape, resize_map
-from ..store import image_table, layer_names, open_store
+from ..store import image_table, layer_names, open_store, set_names
 from .markup import banner_html, header_html, note_html
 
 __all__ = ["StoreView", "LRU", "METHOD_ORDER", "layer_list", "store_header"]
@@ -76,6 +76,7 @@ class StoreView:
         size = self.attrs.get("input_size") or [300, 300]
         self.input_size = (int(size[0]), int(size[1]))
         self.domains = [d for d in ("real", "synthetic") if (self.table["domain"] == d).any()]
+        self.sets = set_names(self.table)  # the synthetic sets, in store order
         self._rgb = LRU(48)
         self._picture = LRU(48)
         self._fmap = LRU(512)
@@ -97,6 +98,17 @@ class StoreView:
     def images(self, domain: str | None = None) -> list[str]:
         t = self.table
         return list(t.index if domain in (None, "all") else t.index[t["domain"] == domain])
+
+    def set_of(self, image: str) -> str:
+        """The synthetic set ``image`` belongs to ("" for a real image)."""
+        return str(self.table.at[image, "set"])
+
+    def set_images(self, set_name: str | None = None) -> list[str]:
+        """The synthetic images of ``set_name`` in store order (None or "all": every set's)."""
+        if set_name in (None, "all"):
+            return self.images("synthetic")
+        t = self.table
+        return list(t.index[(t["domain"] == "synthetic") & (t["set"] == set_name)])
 
     def domain(self, image: str) -> str:
         return str(self.table.at[image, "domain"])
