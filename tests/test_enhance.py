@@ -184,6 +184,9 @@ def test_cli_train_and_apply(tiny, tmp_path, capsys):
 def test_library_errors_name_parameters(tiny):
     with pytest.raises(FakesegmentError, match="steps"):
         train_enhancer(*tiny, None, steps=0, progress=False)
+    res = train_enhancer(*tiny, None, steps=2, batch_size=2, crop=64, progress=False)
+    assert res.meta["crop"] == 64 and res.meta["input_size"] == 64  # the network sees the crop as it is
+    assert train_enhancer(*tiny, None, steps=1, batch_size=2, crop=0, progress=False).meta["crop"] is None
     for bad in (8, -1, 31):
         with pytest.raises(FakesegmentError, match="crop"):
             train_enhancer(*tiny, None, steps=1, crop=bad, progress=False)
