@@ -125,7 +125,7 @@ def _enhance_train(args) -> int:
     from .enhance import train_enhancer
 
     layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
-    given = {"layers": layers, "steps": args.steps}  # unset: the library's defaults
+    given = {"layers": layers, "steps": args.steps, "crop": args.crop}  # unset: the library's defaults
     res = train_enhancer(args.real, args.synthetic, args.out, model=args.model, weights=args.weights,
                          seed=args.seed, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
                          **{k: v for k, v in given.items() if v is not None})
@@ -134,7 +134,8 @@ def _enhance_train(args) -> int:
     m = res.meta
     print(f"{res.path}: enhancer trained on {m['n_synthetic']} synthetic and {m['n_real']} real images, "
           f"{m['steps']} steps in {res.seconds:.0f} s; loss {res.history[0]['total']:.4g} -> "
-          f"{res.history[-1]['total']:.4g}; {m['model']} ({m['weights']}) layers {','.join(m['layers'])}, seed {m['seed']}")
+          f"{res.history[-1]['total']:.4g}; {m['model']} ({m['weights']}) layers {','.join(m['layers'])}, "
+          f"{'crops of ' + str(m['crop']) + ' px' if m.get('crop') else 'whole images'}, seed {m['seed']}")
     return 0
 
 
@@ -230,10 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--out", required=True, help="the enhancer file to write (ENHANCER.pt)")
     et.add_argument("--model", default="efficientnet_lite0",
                     help="the network the realism loss runs on (default efficientnet_lite0, ImageNet-trained)")
-    et.add_argument("--layers", help="comma-separated training layers (default p3,p4 for efficientnet_lite0)")
+    et.add_argument("--layers", help="comma-separated training layers (default: every layer, p2,p3,p4,p5 for "
+                    "efficientnet_lite0; give p3,p4 to keep p2 and p5 as an independent check)")
     et.add_argument("--weights", default="auto", help="auto | coco | imagenet | random[:SEED] | FILE (default auto)")
     et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 150)")
-    et.add_argument("--batch-size", type=int, default=4, help="synthetic and real images per step (default 4)")
+    et.add_argument("--batch-size", type=int, default=4, help="synthetic images (crops) per step (default 4)")
+    et.add_argument("--crop", type=int, default=None,
+                    help="train on random CROPxCROP crops at the images' own resolution (at least 32); "
+                         "default 0: whole images resized to the network's input size")
     et.add_argument("--seed", type=int, default=0, help="same seed and data, same enhancer (default 0)")
     et.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     et.add_argument("--quiet", action="store_true", help="no progress bar")

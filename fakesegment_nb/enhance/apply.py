@@ -2,7 +2,8 @@
 
 The enhancer is only the small network: applying it needs no backbone. Every image is decoded
 as extraction decodes it (8-bit RGB), enhanced at its own resolution, and written under ``out``
-with the same relative path and format (JPEG at quality 95). Unreadable files are reported by
+with the same relative path and format (JPEG at quality 95; PNG at zlib level 1: lossless all
+the same, and at 1 MP several times faster to write than the default level 6). Unreadable files are reported by
 name and skipped.
 """
 
@@ -65,6 +66,8 @@ def _write(arr: np.ndarray, path: Path) -> None:
     im = Image.fromarray(arr)
     if path.suffix.lower() in (".jpg", ".jpeg"):
         im.save(path, quality=95)
+    elif path.suffix.lower() == ".png":
+        im.save(path, compress_level=1)
     else:
         im.save(path)
 

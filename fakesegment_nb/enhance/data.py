@@ -1,10 +1,18 @@
 """Training data for the enhancer: image folders as torch Datasets, and held-out splits.
 
 Images are decoded as extraction decodes them (:func:`~fakesegment_nb.images.load_rgb`:
-grayscale, palette, RGBA and 16-bit files become 8-bit RGB), resized to the backbone's input
-size (the scale at which the network sees them in a store) and augmented with torchvision's
-``transforms.v2`` (a horizontal flip and a small reflected translation; no rescaling, which
-would change the scale of grain and detail that the loss compares).
+grayscale, palette, RGBA and 16-bit files become 8-bit RGB) and either
+
+* cut into random ``crop x crop`` crops at the image's own resolution (the default for training:
+  the enhancer works at full resolution when applied, so it trains where grain, sharpness and
+  detail have their real scale; an image whose shorter side is under ``crop`` is first enlarged
+  to it), or
+* resized whole to the backbone's input size (``crop=None``; the scale at which the network sees
+  them in a store),
+
+and augmented with torchvision's ``transforms.v2`` (a horizontal flip and, for whole images, a
+small reflected translation; no rescaling beyond that, which would change the scale of grain and
+detail that the loss compares).
 """
 
 from __future__ import annotations
@@ -29,12 +37,37 @@ __all__ = ["ImageFiles", "training_transform", "infinite_loader", "paired_keys",
            "holdout_split"]
 
 
-def training_transform(size: int, augment: bool = True) -> v2.Transform:
-    """uint8 ``(H, W, 3)`` arrays -> float ``(3, size, size)`` in [0, 1], augmented.
+class _AtLeast(v2.Transform):
+    """Enlarge an image whose shorter side is under ``size`` so that it is ``size`` (others pass as
+    they are): a crop of ``size`` then always fits."""
 
-    Called with several images at once, it applies the same random flip and shift to each
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = int(size)
+
+    def transform(self, inpt, params):  # torchvision >= 0.21 name
+        if min(v2.functional.get_size(inpt)) >= self.size:
+            return inpt
+        return v2.functional.resize(inpt, self.size, antialias=True)
+
+    _transform = transform  # torchvision < 0.21 name
+
+
+def training_transform(size: int, augment: bool = True, crop: int | None = None) -> v2.Transform:
+    """uint8 ``(H, W, 3)`` arrays -> float ``(3, size, size)`` in [0, 1], augmented; with ``crop``,
+    a random ``(3, crop, crop)`` crop at the image's own resolution instead (``size`` unused).
+
+    Called with several images at once, it applies the same random flip, shift and crop to each
     (how a synthetic image and its real twin stay aligned).
     """
+    if crop is not None:
+        if int(crop) != crop or crop < 32:
+            raise ParameterError("crop", f"must be a whole number of at least 32 pixels, got {crop}")
+        steps = [v2.ToImage(), _AtLeast(int(crop)), v2.RandomCrop(int(crop))]
+        if augment:
+            steps.append(v2.RandomHorizontalFlip())
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        return v2.Compose(steps)
     steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
     if augment:
         steps += [v2.RandomHorizontalFlip(),
