@@ -3,12 +3,12 @@
 Images are decoded as extraction decodes them (:func:`~fakesegment_nb.images.load_rgb`:
 grayscale, palette, RGBA and 16-bit files become 8-bit RGB) and either
 
-* cut into random ``crop x crop`` crops at the image's own resolution (the default for training:
-  the enhancer works at full resolution when applied, so it trains where grain, sharpness and
-  detail have their real scale; an image whose shorter side is under ``crop`` is first enlarged
-  to it), or
-* resized whole to the backbone's input size (``crop=None``; the scale at which the network sees
-  them in a store),
+* resized whole to the backbone's input size (``crop=None``, the default for training: the scale
+  at which the network sees them in a store, where the gap is measured), or
+* cut into random ``crop x crop`` crops at the image's own resolution (the enhancer works at full
+  resolution when applied, so crops train where grain, sharpness and detail have their real
+  scale; an image whose shorter side is under ``crop`` is first enlarged to it; measured worse at
+  p2 on the warehouse tuning split, docs/loss.md),
 
 and augmented with torchvision's ``transforms.v2`` (a horizontal flip and, for whole images, a
 small reflected translation; no rescaling beyond that, which would change the scale of grain and
