@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..calibration import DEFAULT_FPR
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table
 from .features import as_tree, image_pairs
 from .domain import domain_maps
-from .group import Maps, write_maps
+from .group import Maps, read_maps, write_maps
 from .paired import paired_maps
 from .reference import reference_maps
 from .settings import METHODS
@@ -44,7 +46,9 @@ def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DE
             notes.append(f"domain maps skipped: {exc}")
             continue
         if write:
-            write_maps(store, res)
+            # hand back the stored maps, read lazily: a method's score and mask at input
+            # resolution are ~0.5 GB per 1,000 images, and "all" would hold three of them
+            res = replace(res, dataset=read_maps(write_maps(store, res), m))
         out[m] = res
     if out:
         next(reversed(out.values())).notes.extend(notes)

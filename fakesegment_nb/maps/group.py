@@ -121,8 +121,9 @@ def build_dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr
     return xr.Dataset(data, coords={"image": tree["image"].values}, attrs=attrs)
 
 
-def write_maps(store, maps: Maps) -> None:
-    """Write ``maps`` to ``/maps/<method>`` of ``store`` (replacing earlier maps of that method).
+def write_maps(store, maps: Maps) -> str:
+    """Write ``maps`` to ``/maps/<method>`` of ``store`` (replacing earlier maps of that method);
+    returns the store's path or URL.
 
     The root group is never written; the ``image`` coordinate is inherited from it. Per-image
     variables are chunked by image, the fitted state by fold (or whole).
@@ -136,6 +137,7 @@ def write_maps(store, maps: Maps) -> None:
     ds.to_zarr(str(path), group=f"maps/{maps.method}", mode="w", consolidated=False, zarr_format=3,
                encoding=encoding)
     consolidate(str(path))  # plain xr.open_datatree users see the new group at once
+    return str(path)
 
 
 def read_maps(store, method: str) -> xr.Dataset:
