@@ -3,7 +3,7 @@
 into the project. Without that folder the benchmark says so and exits 0.
 
 Two constructions per seed, each a store of its own (efficientnet_lite0, packaged ImageNet
-weights, ``--weights auto``, 320x320 input as extract resizes every image):
+weights, ``--weights auto``, 320x320 input as extract resizes every image, or ``--input-size WxH``):
 
 * **composite**: each render (15 domain-randomised + 6 photoreal) gets a rectangle of 25-40% of its
   area from a held-out photo pasted in (the photo resized to cover the render, the rectangle taken
@@ -178,19 +178,23 @@ def build(work: Path, seed: int) -> dict[str, dict]:
     return out
 
 
-def stores(work: Path, seed: int, model: str = "efficientnet_lite0", weights: str = "auto") -> dict[tuple, tuple]:
+def stores(work: Path, seed: int, model: str = "efficientnet_lite0", weights: str = "auto",
+           input_size: tuple[int, int] | None = None) -> dict[tuple, tuple]:
     """``{(construction, group): (store path, masks folder)}`` of ``seed``, built and extracted when
     absent. Each render group is a synthetic set of its own (the maps are fitted per set), in a store
-    of its own with the same real photos, as a store holding that set alone."""
+    of its own with the same real photos, as a store holding that set alone. ``input_size``
+    ``(H, W)``: extract's (default the model's, 320 x 320)."""
     from fakesegment_nb.extract import extract
 
     built = build(work, seed)
     out = {}
     for name, d in built.items():
         for group in GROUPS:
-            store = work / f"{name}_{group}_{model}_{weights.replace(':', '')}.zarr"
+            size = "" if input_size is None else f"_{input_size[1]}x{input_size[0]}"
+            store = work / f"{name}_{group}_{model}_{weights.replace(':', '')}{size}.zarr"
             if not (store / "zarr.json").is_file():
-                extract(d["real"], d["synthetic"] / group, store, model=model, weights=weights, progress=False)
+                extract(d["real"], d["synthetic"] / group, store, model=model, weights=weights, progress=False,
+                        input_size=input_size)
             out[name, group] = (store, d["masks"] / group)
     return out
 
@@ -264,7 +268,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", default="1,2", help="comma-separated seeds (0 is the one tuned on)")
     ap.add_argument("--work", type=Path, help="keep images and stores here (reused when present)")
     ap.add_argument("--probe", action="store_true", help="also run the probe of each seed (bench_maps.py's)")
+    ap.add_argument("--input-size", metavar="WxH", help="extract's --input-size (default 320x320), e.g. 576x320 "
+                    "for the renders' 16:9 (the photos, mostly 4:3, are then stretched the other way)")
     args = ap.parse_args(argv)
+    from fakesegment_nb.cli import parse_input_size
+
+    input_size = parse_input_size(args.input_size)
     if not DATA.is_dir():
         print(f"bench_real_maps: {DATA} is not here (the genuine warehouse renders and photos, never copied "
               "into the project); nothing to measure")
@@ -272,12 +281,12 @@ def main(argv=None) -> int:
     import pandas as pd
 
     print(f"genuine renders and photos from {DATA}; efficientnet_lite0, ImageNet weights (packaged, --weights "
-          "auto); maps tuned on seed 0 (fakesegment_nb/maps/settings.py); pixel AUROC / AP per image (mean)")
+          f"auto), input {args.input_size or '320x320'}; maps tuned on seed 0 (fakesegment_nb/maps/settings.py); pixel AUROC / AP per image (mean)")
     with tempfile.TemporaryDirectory(prefix="bench-real-maps-") as d:
         work = args.work or Path(d)
         for seed in (int(s) for s in args.seed.split(",")):
             t = time.perf_counter()
-            built = stores(work / f"s{seed}", seed)
+            built = stores(work / f"s{seed}", seed, input_size=input_size)
             print(f"\n=== seed {seed}{' (tuned on)' if seed == 0 else ''}: 30 real photos in each store; "
                   f"15 randomised + 6 photoreal renders ({time.perf_counter() - t:.0f} s to build and extract) ===")
             print(_line("construction", "renders", "method", "auroc", "ap", "ap_pooled", "iou", "area", "seconds"))
