@@ -105,10 +105,13 @@ def build_dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr
     score[idx] = scores
     thr = np.full(n_img, np.nan, np.float64)
     thr[idx] = threshold
+    # the mask: score above threshold, False where either is NaN (comparisons with NaN are False),
+    # compared on the scored rows only (no full-size float copy)
+    mask = np.zeros((n_img, *size), bool)
+    mask[idx] = np.asarray(scores) > thr[idx][:, None, None]
     total = sum(w[l] for l in layer_maps)
     data = {"score": (("image", "y", "x"), score),
-            "mask": (("image", "y", "x"),
-                     np.nan_to_num(score, nan=-np.inf) > np.nan_to_num(thr, nan=np.inf)[:, None, None]),
+            "mask": (("image", "y", "x"), mask),
             "threshold": (("image",), thr)}
     for layer, m in layer_maps.items():
         full = np.full((n_img, *m.shape[1:]), np.nan, np.float32)
