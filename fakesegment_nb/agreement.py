@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import FakesegmentError, ParameterError
-from .stats import FUSED, compare_stores, image_scores
+from .stats import FUSED, compare_stores, image_scores, numbered
 from .store import as_tree, image_table
 
 __all__ = ["NetworkAgreement", "network_agreement", "agreement_sentence", "network_labels", "ALPHA"]
@@ -62,8 +62,7 @@ class NetworkAgreement:
 
 def network_labels(trees) -> list[str]:
     """``"model (weights)"`` per store, numbered (``#1``, ``#2``) where repeated."""
-    base = [f"{t.attrs.get('model', '?')} ({t.attrs.get('weights', '?')})" for t in trees]
-    return [f"{l} #{base[:i + 1].count(l)}" if base.count(l) > 1 else l for i, l in enumerate(base)]
+    return numbered([f"{t.attrs.get('model', '?')} ({t.attrs.get('weights', '?')})" for t in trees])
 
 
 def _short(label: str) -> str:

@@ -49,7 +49,7 @@ from .store import as_tree, image_table, layer_names, partners, set_names
 
 __all__ = ["domain_stats", "write_stats", "compute_stats", "cached_stats", "fingerprints", "StatsTables",
            "layer_table", "channel_table", "pair_table", "image_scores", "gap_profile", "compare_stores",
-           "store_name", "store_names", "line_labels", "comparability",
+           "store_name", "store_names", "numbered", "line_labels", "comparability",
            "LAYER_COLUMNS", "CHANNEL_COLUMNS", "PAIR_COLUMNS", "IMAGE_COLUMNS", "GAP_COLUMNS", "COMPARE_EXTRA",
            "FUSED", "TABLES", "COLUMNS"]
 
@@ -306,7 +306,12 @@ def store_names(stores) -> list[str]:
         if stems.count(stems[i]) > 1 and isinstance(s, (str, os.PathLike)):
             parent = PurePosixPath(str(s).replace("\\", "/").rstrip("/")).parent.name
             names[i] = f"{parent}/{names[i]}" if parent else names[i]
-    return [f"{n} #{names[:i + 1].count(n)}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+    return numbered(names)
+
+
+def numbered(labels: list[str]) -> list[str]:
+    """``labels`` with ``#1``, ``#2`` ... appended where a label repeats (``a``, ``a`` -> ``a #1``, ``a #2``)."""
+    return [f"{n} #{labels[:i + 1].count(n)}" if labels.count(n) > 1 else n for i, n in enumerate(labels)]
 
 
 def line_labels(names: list[str], sets: list[list[str]]) -> list[str]:

@@ -34,9 +34,9 @@ def layer_distance_figure(layers: pd.DataFrame, metric: str = "fid"):
     names = list(pd.unique(layers["layer"].astype(str)))
     width = 0.8 / len(sets)
     colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"]
+    pos = {l: j for j, l in enumerate(names)}
     for i, name in enumerate(sets):
         rows = layers if name is None else layers[layers["set"] == name]
-        pos = {l: j for j, l in enumerate(names)}
         x = np.array([pos[l] for l in rows["layer"].astype(str)]) + (i - (len(sets) - 1) / 2) * width
         vals = rows[metric].to_numpy(dtype=float)
         n = rows[["n_real", "n_synthetic"]].iloc[0] if {"n_real", "n_synthetic"} <= set(rows) and len(rows) else None
