@@ -167,9 +167,9 @@ def test_the_reports_cross_architecture_section_says_whether_they_agree(combined
     html = rep.gap_profile().data
     assert "<b>Across networks.</b> The trained networks agree on which synthetic images look least real" in html
     # lines named by the stores' path stems, each table headed by its network
-    assert "efficientnet_lite2 -- store efficientnet_lite2, set synthetic, efficientnet_lite2 " \
+    assert "efficientnet_lite2 -- set synthetic, efficientnet_lite2 " \
            "(imagenet:efficientnet-lite2-9656183e, trained)" in html
-    assert "store: smoke test -- store store, set synthetic, ssd300_vgg16 (random:0, untrained)" in html
+    assert "store: smoke test -- set synthetic, ssd300_vgg16 (random:0, untrained)" in html
     assert "ssd300_vgg16 with random weights is a smoke test, not a second opinion" in html
     # the SSD store is another probe: what the stores share is said, not hidden
     assert re.search(r"<b>What the stores share.</b> The stores do not all hold the same real images \(by sha256\): "

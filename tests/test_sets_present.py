@@ -176,8 +176,9 @@ def test_the_report_names_the_sets(presented):
     assert re.search(r"synthetic sets</th><td[^>]*><code>synthetic \(6 images\), v2 \(7 images\)</code>", head)
     gap = rep.gap_profile().data
     assert "<b>What the stores share.</b> Every set of both (synthetic, v2) is compared with the same 6 real" in gap
-    assert "synthetic -- store both, set synthetic, torchvision:resnet18 (random:0, untrained)" in gap
-    assert "v2 -- store both, set v2" in gap
+    # one store: each table names its set (its label) and network, not the store again
+    assert "synthetic -- torchvision:resnet18 (random:0, untrained)" in gap
+    assert "v2 -- torchvision:resnet18" in gap and "store both" not in gap
     worst = rep.least_realistic().data
     assert "<h4>Set synthetic</h4>" in worst and "<h4>Set v2</h4>" in worst
     assert worst.count("data:image/png;base64,") == 2

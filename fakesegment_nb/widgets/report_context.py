@@ -146,7 +146,7 @@ class ReportContext:
             df = table[line["line"]].dropna(subset=["layer"])
             label = line["line"] + (": smoke test" if len(stores) > 1 and not line["weights_trained"] else "")
             profiles[label] = df[df["layer"].isin(keep)] if line["store"] == names[0] else df
-            heads[label] = f"{label} -- store {line['store']}, set {line['set']}, {network[line['store']]}"
+            heads[label] = f"{label} -- " + ", ".join(_unnamed(line, len(stores)) + [network[line["store"]]])
         cols = ["layer", "c2st_auroc", "c2st_lo", "c2st_hi", "c2st_p", "fid_ratio", "fid", "fid_lo", "fid_hi",
                 "fid_floor"]
         tables = "".join(f"<p><b>{html.escape(heads[lab])}</b></p>"
@@ -261,3 +261,12 @@ class ReportContext:
         if self.view.methods() and image is not None:
             ex.select_top_region()
         return ex
+
+
+def _unnamed(line: dict, n_stores: int) -> list[str]:
+    """What a profile's label does not already say: its store (only where several are compared) and
+    its set (labels are a set, a store, or ``store · set``: :func:`fakesegment_nb.stats.line_labels`)."""
+    name, store, set_name = line["line"], line["store"], line["set"]
+    says_store = n_stores == 1 or name == store or name.startswith(f"{store} · ")
+    says_set = name == set_name or name.endswith(f" · {set_name}")
+    return ([] if says_store else [f"store {store}"]) + ([] if says_set else [f"set {set_name}"])
