@@ -204,3 +204,19 @@ def test_gap_table_and_map_change_from_two_sets_of_one_store(stores, presented):
     change = map_change(presented, method="reference")
     assert len(change) == 6 and list(change["image_after"]) == [i.replace("synthetic/", "v2/") for i in change["image"]]
     assert np.isfinite(change[["score_before", "score_after"]].to_numpy()).all()
+
+
+def test_the_explorer_names_each_set(presented):
+    """A store of two sets: the Explorer's domain buttons name real and each set; picking a set
+    lists that set's images only."""
+    from fakesegment_nb.widgets import Explorer
+
+    ex = Explorer(presented)
+    assert ex.domain._options_labels == ("all", "real", "synthetic", "v2")
+    ex.domain.value = ("set", "v2")
+    assert len(ex.image.options) == 7 and all(im.startswith("v2/") for im in ex.image.options)
+    assert ex.image.value.startswith("v2/")
+    ex.domain.value = ("set", "synthetic")
+    assert len(ex.image.options) == 6 and all(im.startswith("synthetic/") for im in ex.image.options)
+    ex.domain.value = "real"
+    assert all(im.startswith("real/") for im in ex.image.options)

@@ -30,6 +30,9 @@ class Explorer(W.VBox):
     image, layer, method : initial selection (defaults: first synthetic image, first layer,
         first map method in the store: ``domain``, ``reference``, ``paired`` in that order).
 
+    The domain buttons pick which images the image list offers: all, real, synthetic, or in a
+    store of several synthetic sets each set by name.
+
     Every map of the store is drawn over the image; ``method`` is the one the threshold slider,
     the region search and the drivers apply to. The region is in pixels of the original image.
 
@@ -45,9 +48,15 @@ class Explorer(W.VBox):
         self.last_redraw_s = 0.0
         self._hold = False
 
-        domains = ["all", *v.domains]
+        # a store of several synthetic sets names each set beside "real" (the set's images only);
+        # a set's value is ("set", name), since a set may be named "all"
+        if len(v.sets) < 2:
+            domains, tips = ["all", *v.domains], ["all", *v.domains]
+        else:
+            domains = [("all", "all"), ("real", "real"), *((s, ("set", s)) for s in v.sets)]
+            tips = ["all", "real", *(f"synthetic set {s}" for s in v.sets)]
         first = image or (v.images("synthetic") or v.images())[0]
-        self.domain = W.ToggleButtons(options=domains, value="all", description="domain")
+        self.domain = W.ToggleButtons(options=domains, value="all", description="domain", tooltips=tips)
         self.image = W.Dropdown(options=v.images(), value=first, description="image",
                                 layout=W.Layout(width="380px"))
         self.layer = W.Dropdown(options=v.layers, value=layer or v.layers[0], description="layer")
@@ -143,7 +152,8 @@ class Explorer(W.VBox):
 
     # -- handlers ---------------------------------------------------------------------------
     def _on_domain(self, change):
-        opts = self.view.images(change["new"])
+        pick = change["new"]
+        opts = self.view.set_images(pick[1]) if isinstance(pick, tuple) else self.view.images(pick)
         cur = self.image.value
         self._hold = True
         try:
