@@ -216,6 +216,7 @@ def test_the_explorer_names_each_set(presented):
     ex.domain.value = ("set", "v2")
     assert len(ex.image.options) == 7 and all(im.startswith("v2/") for im in ex.image.options)
     assert ex.image.value.startswith("v2/")
+    assert f"{ex.image.value} (synthetic set v2)" in ex.main_views[0].title.value
     ex.domain.value = ("set", "synthetic")
     assert len(ex.image.options) == 6 and all(im.startswith("synthetic/") for im in ex.image.options)
     ex.domain.value = "real"

@@ -65,7 +65,9 @@ def image_panel(view: StoreView, image: str, box: tuple[int, int, int, int] | No
         (h, w), (dh, dw) = view.original_size(image), rgb.shape[:2]
         x0, x1, y0, y1 = box
         rgb = draw_box(rgb, (int(x0 * dw / w), int(np.ceil(x1 * dw / w)), int(y0 * dh / h), int(np.ceil(y1 * dh / h))))
-    return Panel(f"{image} ({view.domain(image)})", rgb, **_axes(view, image))
+    dom = view.domain(image)
+    where = f"synthetic set {view.set_of(image)}" if dom == "synthetic" and len(view.sets) > 1 else dom
+    return Panel(f"{image} ({where})", rgb, **_axes(view, image))
 
 
 def not_scored(view: StoreView, method: str, image: str) -> str:
