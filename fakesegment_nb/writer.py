@@ -23,7 +23,9 @@ the next run goes on. Stores from before the attribute count the shortest root v
 
 **Other writers** (maps, statistics) write their own groups and then call :func:`consolidate`,
 which publishes a snapshot that includes them; while an extraction holds the store, it leaves
-that to the extraction's next commit. A group of maps that covers fewer images than the root
+that to the extraction's next commit. Maps are written a batch of images at a time into a group
+created with no images (:func:`rows_view`), so no snapshot shows them until they are complete
+(:func:`fakesegment_nb.maps.group.write_maps`). A group of maps that covers fewer images than the root
 (images were added since) is left out of every snapshot, and :meth:`StoreWriter.drop_stale_maps`
 deletes it when the run ends.
 

@@ -42,7 +42,7 @@ from ..errors import FakesegmentError
 from ..ssim import data_range, ssim_map
 from ..store import image_table, layer_names
 from .features import as_tree, batches, image_pairs, input_size, read_features, real_spread
-from .group import Maps, build_dataset, fuse
+from .group import Maps, build_dataset, fuse, fused_batches
 from .settings import MAX_NULL_IMAGES, SSIM_MIN_CELLS, SSIM_SIGMA, layer_weights, paired_components
 
 __all__ = ["PairedTerms", "components_used", "fit_paired", "paired_maps", "paired_spreads", "paired_terms"]
@@ -201,11 +201,10 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
             nparts.append(np.concatenate(ncomp[k]) * (cw / total / scale))
         layer_maps[layer] = np.sum(parts, axis=0)
         null_maps[layer] = np.sum(nparts, axis=0)
-    score_syn = fuse(layer_maps, w, size)
     z_star = calibrate_z(fuse(null_maps, w, size), fpr)
-    thresholds = per_image_thresholds(score_syn, z_star)
+    thresholds = np.concatenate([per_image_thresholds(s, z_star) for s in fused_batches(layer_maps, w, size)])
     spread_vars = {f"spread_{l}": ((f"channel_{l}",), spreads[l]) for l in layers}
-    ds = build_dataset(tree, "paired", syn, score_syn, layer_maps, w, size, thresholds, fpr,
+    ds = build_dataset(tree, "paired", syn, layer_maps, w, size, thresholds, fpr,
                        calibration="per image: threshold = median + z* x MAD of the image's score; z* = "
                                    "1 - fpr quantile of the same standardised score on real images paired "
                                    "with themselves moved by one input pixel (1/stride of a cell per layer, "
