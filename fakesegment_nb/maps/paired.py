@@ -174,14 +174,16 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
         inv = (1.0 / spreads[layer])[None, :, None, None]
         shape = tree["layers"][layer]["features"].shape[2:]
         use = components_used(comp_w, shape)
-        comp = {k: [] for k in use}
-        ncomp = {k: [] for k in use}
+        # filled batch by batch (not lists of batches joined afterwards: fewer copies, and no small
+        # arrays kept between each batch's large temporaries to fragment the heap)
+        comp = {k: np.empty((syn.size, *shape), np.float32) for k in use}
+        ncomp = {k: np.empty((null_idx.size, *shape), np.float32) for k in use}
         for b in batches(syn.size, batch_size):
             zs = read_features(tree, layer, syn[b]) * inv
             zr = read_features(tree, layer, real[b]) * inv
             res = paired_terms(zs, zr, "ssim" in use).channel_means()
             for k in use:
-                comp[k].append(res[k])
+                comp[k][b] = res[k]
         # the real-image null: each real image against itself moved by one input pixel
         # (1/stride of a cell, linear interpolation), along y for every other batch, else x
         step = 1.0 / (size[0] / shape[0])
@@ -190,15 +192,15 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
             dy, dx = (step, 0.0) if j % 2 == 0 else (0.0, step)
             res = paired_terms(shift_fraction(zr, dy, dx), zr, "ssim" in use).channel_means()
             for k in use:
-                ncomp[k].append(res[k])
+                ncomp[k][b] = res[k]
         parts, nparts = [], []
         total = sum(use.values())
         for k, cw in use.items():
-            v = np.concatenate(comp[k])
+            v = comp[k]
             scale = float(np.median(v)) or 1.0
             scales[f"{layer}.{k}"] = scale
             parts.append(v * (cw / total / scale))
-            nparts.append(np.concatenate(ncomp[k]) * (cw / total / scale))
+            nparts.append(ncomp[k] * (cw / total / scale))
         layer_maps[layer] = np.sum(parts, axis=0)
         null_maps[layer] = np.sum(nparts, axis=0)
     z_star = calibrate_z(fuse(null_maps, w, size), fpr)
