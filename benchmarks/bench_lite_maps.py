@@ -78,7 +78,7 @@ def tune_paired(store, truth) -> list[tuple]:
     ones = dict.fromkeys(LAYERS, 1.0)
     comp_maps = {}
     for comp in ("ssim", "sq"):
-        ds = paired_maps(store, weights=ones, components={comp: 1.0}).dataset
+        ds = paired_maps(store, weights=ones, components={comp: 1.0}).dataset.load()
         ids = [str(v) for v in ds["image"].values]
         keep = [i for i, k in enumerate(ids) if k in truth and np.isfinite(ds["score"].values[i]).any()]
         comp_maps[comp] = {l: ds[f"layer_{l}"].values[keep] for l in LAYERS}
@@ -138,7 +138,7 @@ def tune_reference(store, truth) -> None:
         cells = []
         for steps in (STEPS, NO_STEPS):
             ds = reference_maps(store, weights=w, distance="memory_bank", centre=True,
-                                bank={"grid": "p3" if "p3" in s else s[0], **steps}).dataset
+                                bank={"grid": "p3" if "p3" in s else s[0], **steps}).dataset.load()
             cells.append("%.3f / %.3f" % _metrics("reference", ds, truth))
         print(f"    {'+'.join(s):<50}{cells[0]:>18}{cells[1]:>18}")
 

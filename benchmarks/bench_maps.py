@@ -89,13 +89,13 @@ def run(work: Path, n: int, model: str, weights: str):
         ev = evaluate(store, probe / "masks")
         other = "gaussian" if json.loads(res["reference"].dataset.attrs["params"])["distance"] == "memory_bank" \
             else "memory_bank"
-        alt = reference_maps(store, distance=other)
+        alt = reference_maps(store, distance=other).dataset.load()  # score and mask: computed once
         truth, _ = load_masks(store, probe / "masks")
-        ids = [str(v) for v in alt.dataset["image"].values]
+        ids = [str(v) for v in alt["image"].values]
         sel = [i for i in truth if i in ids]
         pos = {k: ids.index(k) for k in sel}
-        row, _ = score_images(other, {i: alt.dataset["score"].values[pos[i]] for i in sel}, truth,
-                              {i: float(alt.dataset["threshold"].values[pos[i]]) for i in sel})
+        row, _ = score_images(other, {i: alt["score"].values[pos[i]] for i in sel}, truth,
+                              {i: float(alt["threshold"].values[pos[i]]) for i in sel})
         ev.table.loc[f"reference[{other}]"] = {"kind": "alternative", **row}
         kinds_tab = per_kind(store, probe)
         print(f"\n=== {label}: {n} pairs ({n_img} images), {model} weights {weights} ===")

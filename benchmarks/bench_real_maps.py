@@ -220,7 +220,7 @@ def measure(store: Path, masks: Path) -> tuple[dict, "pd.DataFrame"]:
         rows[m] = row
     # the reference map before issue 17: the real bank only (not stored)
     t = time.perf_counter()
-    alt = reference_maps(store, bank={"set_novelty": False}).dataset
+    alt = reference_maps(store, bank={"set_novelty": False}).dataset.load()
     truth, _ = load_masks(store, masks)
     ids = [str(v) for v in alt["image"].values]
     pos = {k: ids.index(k) for k in truth}

@@ -77,7 +77,7 @@ def one(store: str, n_real: int, distance: str, masks: str) -> dict:
     maps = reference_maps(sub, distance=distance)
     seconds = time.perf_counter() - t
     peak = _rss_mb()  # before the evaluation below
-    ds = maps.dataset
+    ds = maps.dataset.load()  # score and mask (computed when read) once, for the evaluation
     params = json.loads(ds.attrs["params"])
     truth, _ = load_masks(sub, masks)
     ids = [str(v) for v in ds["image"].values]

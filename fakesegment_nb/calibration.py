@@ -5,7 +5,9 @@ Two ways, both used by the maps (:mod:`fakesegment_nb.maps`) and by the pixel ba
 :mod:`fakesegment_nb.evaluate`:
 
 * one threshold for every image (:func:`calibrate`): the ``1 - fpr`` quantile of scores of real
-  (null) locations;
+  (null) locations; :func:`calibrate_batches` finds the very same threshold from float32 scores
+  given batch by batch, holding one batch at a time (the full-resolution scores of every real image
+  of a large store need not fit in memory);
 * one threshold per image (:func:`calibrate_z`, :func:`per_image_thresholds`): every map is
   standardised by its own median and MAD (:func:`robust_location`, :func:`robust_z`), ``z*`` is the
   ``1 - fpr`` quantile of the standardised null maps, and an image's threshold is
@@ -20,7 +22,7 @@ import numpy as np
 
 from .errors import FakesegmentError, ParameterError
 
-__all__ = ["DEFAULT_FPR", "calibrate", "calibrate_z", "per_image_thresholds", "robust_location", "robust_z",
+__all__ = ["DEFAULT_FPR", "calibrate", "calibrate_batches", "calibrate_z", "per_image_thresholds", "robust_location", "robust_z",
            "shift_cells", "shift_fraction"]
 
 DEFAULT_FPR = 0.05
@@ -45,6 +47,67 @@ def calibrate(null_scores: np.ndarray, fpr: float = DEFAULT_FPR) -> float:
     if v.size == 0:
         raise FakesegmentError("no real image scores to calibrate the mask threshold on")
     return float(np.quantile(v, 1 - fpr))
+
+
+def calibrate_batches(batches, fpr: float = DEFAULT_FPR) -> float:
+    """:func:`calibrate` of float32 null scores given in batches, exactly (the same float), with one
+    batch in memory at a time.
+
+    ``batches``: a function of no arguments returning an iterable of float32 arrays (any shape,
+    NaN and infinities ignored), the same ones each time: it is called twice.
+
+    The quantile interpolates between two order statistics of the finite scores; they are found
+    by counting, not sorting: every float32 maps to an integer key in the same order (its bits,
+    the negative ones mirrored), the first pass counts the keys' upper 16 bits, the second the lower
+    16 bits of the (at most two) upper halves that hold the two ranks, which gives both keys, hence
+    both values, exactly.
+    """
+    if not 0 < fpr < 1:
+        raise ParameterError("fpr", f"(the false-positive rate) must be in (0, 1), got {fpr}")
+    high = np.zeros(1 << 16, np.int64)
+    for b in batches():
+        high += np.bincount(_upper(_float_keys(b)), minlength=1 << 16)
+    n = int(high.sum())
+    if n == 0:
+        raise FakesegmentError("no real image scores to calibrate the mask threshold on")
+    # np.quantile's linear method: the order statistics at floor(h) and the next, h = (n - 1) q
+    h = (n - 1) * np.float64(1 - fpr)
+    ranks = (int(np.floor(h)), min(int(np.floor(h)) + 1, n - 1))
+    below = np.concatenate([[0], np.cumsum(high)])
+    tops = sorted({int(np.searchsorted(below, r, side="right")) - 1 for r in ranks})
+    low = {t: np.zeros(1 << 16, np.int64) for t in tops}
+    for b in batches():
+        k = _float_keys(b)
+        top = _upper(k)
+        for t in tops:
+            low[t] += np.bincount(k[top == t] & 0xFFFF, minlength=1 << 16)
+    values = []
+    for r in ranks:
+        t = int(np.searchsorted(below, r, side="right")) - 1
+        lo = int(np.searchsorted(np.cumsum(low[t]), r - below[t], side="right"))
+        key = np.array([((t ^ 0x8000) << 16) | lo], np.uint32).view(np.int32)
+        values.append(float(_key_floats(key)[0]))
+    return float(np.quantile(np.array(values, np.float64), h - np.floor(h)))
+
+
+def _float_keys(v: np.ndarray) -> np.ndarray:
+    """int32 keys of the finite float32 values of ``v`` in their numeric order (-0.0 as 0.0)."""
+    v = np.asarray(v)
+    if v.dtype != np.float32:
+        raise FakesegmentError(f"calibrate_batches takes float32 scores, got {v.dtype}")
+    v = v[np.isfinite(v)].ravel() + np.float32(0)  # -0.0 + 0 = +0.0
+    i = v.view(np.int32)
+    return i ^ ((i >> 31) & 0x7FFFFFFF)
+
+
+def _upper(k: np.ndarray) -> np.ndarray:
+    """The upper 16 bits of int32 keys as 0..65535, in the keys' order."""
+    return ((k >> 16) & 0xFFFF) ^ 0x8000
+
+
+def _key_floats(k: np.ndarray) -> np.ndarray:
+    """The float32 values of int32 keys (:func:`_float_keys` inverted)."""
+    return (k ^ ((k >> 31) & 0x7FFFFFFF)).view(np.float32)
 
 
 def robust_location(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

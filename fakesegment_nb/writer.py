@@ -23,7 +23,9 @@ the next run goes on. Stores from before the attribute count the shortest root v
 
 **Other writers** (maps, statistics) write their own groups and then call :func:`consolidate`,
 which publishes a snapshot that includes them; while an extraction holds the store, it leaves
-that to the extraction's next commit. A group of maps that covers fewer images than the root
+that to the extraction's next commit. Maps are written a batch of images at a time into a group
+created with no images (:func:`rows_view`), so no snapshot shows them until they are complete
+(:func:`fakesegment_nb.maps.group.write_maps`). A group of maps that covers fewer images than the root
 (images were added since) is left out of every snapshot, and :meth:`StoreWriter.drop_stale_maps`
 deletes it when the run ends.
 
@@ -52,7 +54,7 @@ from .snapshot import IMAGE_DIM, publish
 from .schema import COMMITTED, ROOT_VARS, STRING_VARS, as_strings, set_column
 from .targets import StoreBusy, StoreTarget, store_target
 
-__all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk"]
+__all__ = ["StoreBusy", "StoreWriter", "channel_chunk", "consolidate", "image_chunk", "rows_view"]
 
 ROOT_CHUNK = 4096
 CHUNK_BYTES = 2 * 1024 * 1024
@@ -273,7 +275,7 @@ class StoreWriter:
             if name not in self._layer_arrays:  # kept: only the shape changes, and views are made past it
                 self._layer_arrays[name] = zarr.open_array(self.target.zarr_store, path=f"layers/{name}/features",
                                                            mode="r+", zarr_format=3)
-            rows = _rows_view(self._layer_arrays[name], start + arr.shape[0])
+            rows = rows_view(self._layer_arrays[name], start + arr.shape[0])
             rows[start:start + arr.shape[0]] = arr.astype(np.float16, copy=False)
 
     def commit(self, rows: pd.DataFrame) -> None:
@@ -289,7 +291,7 @@ class StoreWriter:
         n = start + len(rows)
         root = self._root_arrays()
         for name, a in root.items():  # 1. the rows, past the stored shapes
-            _rows_view(a, n)[start:n] = _column(rows, name)
+            rows_view(a, n)[start:n] = _column(rows, name)
         for a in [*self._feature_arrays().values(), *root.values()]:  # 2. the shapes
             if a.shape[0] != n:
                 a.resize((n, *a.shape[1:]))
@@ -347,11 +349,14 @@ def _root_array(g: zarr.Group, name: str, n: int) -> zarr.Array:
                           fill_value="" if is_str else 0, dimension_names=("image",))
 
 
-def _rows_view(a: zarr.Array, rows: int) -> zarr.Array:
-    """``a`` as if it had ``rows`` rows, for writing past its stored shape; nothing is resized.
-    Every chunk written holds features or names: zarr's scan for all-fill chunks is skipped."""
+def rows_view(a: zarr.Array, rows: int, axis: int = 0) -> zarr.Array:
+    """``a`` as if it had ``rows`` rows along ``axis``, for writing past its stored shape; nothing
+    is resized (readers of the array's own metadata, and every snapshot, still see the stored
+    shape until ``a.resize``). Every chunk written is stored: zarr's scan for all-fill chunks is
+    skipped."""
     meta = a.metadata.to_dict()
-    meta["shape"] = [max(rows, a.shape[0]), *meta["shape"][1:]]
+    meta["shape"] = list(meta["shape"])
+    meta["shape"][axis] = max(rows, a.shape[axis])
     return zarr.Array.from_dict(a.store_path, meta).with_config({"write_empty_chunks": True})
 
 
@@ -372,7 +377,7 @@ def _delete_rows_past(a: zarr.Array, n: int) -> bool:
             top = max(top, int(k.split(".")[1]) + 1) if k.startswith("c.") else top
         except (IndexError, ValueError):
             continue
-    grown = _rows_view(a, top * per)
+    grown = rows_view(a, top * per)
     grown.resize((n, *a.shape[1:]))  # deletes the chunks past row n; those before stay
     return True
 

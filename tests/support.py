@@ -218,8 +218,10 @@ def stand_in_domain_maps(store: Path) -> None:
     score = np.log1p(gaussian_filter(ref, sigma=(0, 12, 12))) + synthetic[:, None, None]
     thr = calibrate(score[~synthetic], 0.05)
     n = score.shape[0]
-    ds = build_dataset(tree, "domain", np.arange(n), score.astype(np.float32), {}, {}, score.shape[1:], thr, 0.05,
+    ds = build_dataset(tree, "domain", np.arange(n), {}, {}, score.shape[1:], thr, 0.05,
                        "stand-in for tests", {"stand_in": True}, n)
+    ds = ds.assign(score=(("image", "y", "x"), score.astype(np.float32)),
+                   mask=(("image", "y", "x"), score.astype(np.float32) > np.float64(thr)))
     write_maps(store, Maps("domain", ds))
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fakesegment_nb.calibration import (calibrate, calibrate_z, per_image_thresholds, robust_location, robust_z,
-                                        shift_cells, shift_fraction)
+from fakesegment_nb.calibration import (calibrate, calibrate_batches, calibrate_z, per_image_thresholds, robust_location,
+                                        robust_z, shift_cells, shift_fraction)
 from fakesegment_nb.errors import ParameterError
 
 
@@ -35,6 +35,18 @@ def test_per_image_thresholds_flag_the_false_positive_rate_of_null_maps():
     med, mad = robust_location(maps)
     np.testing.assert_allclose(thr, med + z_star * mad)
     assert abs((maps > thr[:, None, None]).mean() - 0.05) < 0.01
+
+
+def test_calibrate_batches_is_calibrate_exactly():
+    # the same float from batches (two passes), whatever the ties, signs, zeros and non-finite values
+    rng = np.random.default_rng(0)
+    cases = [rng.normal(size=5000), rng.integers(-3, 4, 3001), rng.exponential(size=777) * 1e-3,
+             np.r_[rng.normal(size=900), [np.nan, np.inf, -np.inf, -0.0, 0.0]], np.full(50, 2.5), [7.0]]
+    for v in cases:
+        v = np.asarray(v, np.float32)
+        for fpr in (0.05, 0.01, 0.5, 0.999):
+            parts = np.array_split(v, 7)
+            assert calibrate_batches(lambda: iter(parts), fpr) == calibrate(v, fpr)
 
 
 def test_bad_fpr_names_the_parameter():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from ..calibration import DEFAULT_FPR
@@ -25,6 +26,10 @@ def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DE
     when it has too few images of either domain (the note says how many it needs); the notes go
     with the last method computed. To write, pass the store's path or URL.
 
+    Each method's full-resolution ``score`` and ``mask`` are computed a batch of images at a time,
+    from its layer maps, as they are written (or when read, with ``write=False``), so memory does
+    not grow with them (benchmarks/bench_maps_all.py).
+
     Returns
     -------
     ``{method: Maps}``.
@@ -46,9 +51,11 @@ def compute_maps(store, method: str = "all", write: bool = True, fpr: float = DE
             notes.append(f"domain maps skipped: {exc}")
             continue
         if write:
-            # hand back the stored maps, read lazily: a method's score and mask at input
-            # resolution are ~0.5 GB per 1,000 images, and "all" would hold three of them
-            res = replace(res, dataset=read_maps(write_maps(store, res), m))
+            # written a batch at a time (the score and mask at input resolution are ~0.5 GB per
+            # 1,000 images); hand back the stored maps, read lazily
+            t0 = time.perf_counter()
+            path = write_maps(store, res)
+            res = replace(res, dataset=read_maps(path, m), seconds=res.seconds + time.perf_counter() - t0)
         out[m] = res
     if out:
         next(reversed(out.values())).notes.extend(notes)

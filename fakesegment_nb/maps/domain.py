@@ -60,11 +60,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..calibration import DEFAULT_FPR, calibrate
+from ..calibration import DEFAULT_FPR, calibrate_batches
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table, layer_names, partners
 from .features import as_tree, batches, input_size, set_of_images
-from .group import Maps, build_dataset, fuse
+from .group import Maps, build_dataset, fused_batches
 from .memory_bank import bank_patches, smooth_cells
 from .settings import MIN_DOMAIN_IMAGES, domain_params, layer_weights
 
@@ -263,13 +263,11 @@ def domain_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
         fold[s, fit.images] = fit.fold
         real_rows = np.arange(fit.images.size - real_idx.size, fit.images.size)
         # fuse() averages the layers: each share times the number of layers sums them instead
-        real_score = fuse({l: fit.layer_maps[l][real_rows] * len(layers) for l in layers}, unit, size)
-        thresholds[fit.images] = calibrate(real_score, fpr)
-        del real_score
+        real = {l: fit.layer_maps[l][real_rows] * len(layers) for l in layers}
+        thresholds[fit.images] = calibrate_batches(lambda: fused_batches(real, unit, size), fpr)
     targets = np.flatnonzero(np.isfinite(thresholds))
     share = {l: m[targets] * len(layers) for l, m in layer_maps.items()}
     del layer_maps
-    fused = fuse(share, unit, size)
     k_max = max(f.coef.shape[0] for f in fits)
     d = fits[0].coef.shape[1]
     coef = np.full((len(names), k_max, d), np.nan, np.float32)
@@ -285,7 +283,7 @@ def domain_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
               "slices": fits[0].slices,
               "score": "logit minus the logit of the fold's mean real training patch, smoothed; sum of "
                        "the layer_<name> maps"}
-    ds = build_dataset(tree, "domain", targets, fused, share, unit, size, thresholds[targets], fpr,
+    ds = build_dataset(tree, "domain", targets, share, unit, size, thresholds[targets], fpr,
                        calibration="real images scored out of fold (cross-fitted classifiers); per set, threshold "
                                    "= 1 - fpr quantile of the real images' scores",
                        params=params, n_img=n, extra=extra)

@@ -7,6 +7,14 @@ Fusion (every method): every layer map is upsampled bilinearly to the network in
 own resolution are stored as ``layer_<name>`` variables: their upsampled sum is ``score``, which
 makes the attribution of a region to layers exact (:mod:`fakesegment_nb.segments`).
 
+Memory: a method holds its layer maps (on their own grids, a few kB per image) and its fitted
+state; ``score`` and ``mask`` at input resolution (~0.5 GB per 1,000 images) are never held whole.
+:func:`build_dataset` defines them as dask arrays of :data:`SCORE_BATCH` images, fused from the layer
+maps when read; :func:`write_maps` writes them a batch at a time, into a group that stays out of
+the store's consolidated snapshot until it is complete; thresholds calibrated on full-resolution
+scores see them batch by batch too (:func:`fused_batches`,
+:func:`fakesegment_nb.calibration.calibrate_batches`).
+
 Layout (no ``image`` coordinate of its own: it inherits the root's):
 
 ``score``      (image, y, x) float32 at input resolution, NaN where the method does not apply
@@ -45,18 +53,27 @@ Regions are not stored: :func:`fakesegment_nb.segments.find_regions` derives the
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 
+import dask
+import dask.array as da
 import numpy as np
 import torch
 import torch.nn.functional as F
 import xarray as xr
+import zarr
 
 from ..errors import FakesegmentError
-from ..writer import consolidate
-from .features import as_tree
+from ..targets import store_target
+from ..writer import consolidate, rows_view
+from .features import as_tree, batches
 
-__all__ = ["Maps", "build_dataset", "fuse", "read_maps", "score_map", "stored_methods", "upsample", "write_maps"]
+__all__ = ["SCORE_BATCH", "Maps", "build_dataset", "fuse", "fused_batches", "read_maps", "score_map", "stored_methods",
+           "upsample", "write_maps"]
+
+# images whose full-resolution score and mask are computed, and written, at a time
+SCORE_BATCH = 16
 
 
 @dataclass
@@ -67,8 +84,9 @@ class Maps:
     ----------
     method : "paired", "reference" or "domain".
     dataset : the ``/maps/<method>`` dataset (see the module docstring), with the root's
-        ``image`` coordinate attached.
-    seconds : wall time of the computation.
+        ``image`` coordinate attached; ``score`` and ``mask`` are computed when read
+        (:func:`build_dataset`), or read lazily from the store once written.
+    seconds : wall time of the computation (and of the writing, once written).
     notes : what was skipped, for the user.
     """
 
@@ -94,21 +112,45 @@ def fuse(layer_maps: dict[str, np.ndarray], w: dict[str, float], size: tuple[int
     return out
 
 
-def build_dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr, calibration, params,
+def fused_batches(layer_maps: dict[str, np.ndarray], w: dict[str, float], size: tuple[int, int],
+                  rows: np.ndarray | None = None, batch_size: int = SCORE_BATCH):
+    """:func:`fuse` of the rows ``rows`` (default: all) of the layer maps, ``batch_size`` rows at a
+    time: the fused maps of many images at input resolution without holding them all."""
+    n = next(iter(layer_maps.values())).shape[0] if layer_maps else 0
+    rows = np.arange(n) if rows is None else np.asarray(rows, int)
+    for b in batches(rows.size, batch_size):
+        yield fuse({l: m[rows[b]] for l, m in layer_maps.items()}, w, size)
+
+
+def build_dataset(tree, method, idx, layer_maps, w, size, threshold, fpr, calibration, params,
                   n_img, extra=None) -> xr.Dataset:
     """The ``/maps/<method>`` dataset of the scored images ``idx`` (positions in the root):
-    ``scores`` ``(len(idx), H, W)``, ``layer_maps`` unweighted, ``threshold`` scalar or per scored
-    image; ``extra``: more variables (the fitted state), as xarray ``(dims, values)`` tuples."""
+    ``layer_maps`` unweighted ``(len(idx), h, w)``, ``threshold`` scalar or per scored image;
+    ``extra``: more variables (the fitted state), as xarray ``(dims, values)`` tuples.
+
+    ``score`` (:func:`fuse` of the layer maps) and ``mask`` are dask arrays of :data:`SCORE_BATCH`
+    images a chunk, computed when read: at input resolution they are ~0.5 GB per 1,000 images,
+    and :func:`write_maps` writes them a batch at a time. ``.load()`` the dataset to keep them.
+    """
     from .. import __version__
 
-    score = np.full((n_img, *size), np.nan, np.float32)
-    score[idx] = scores
     thr = np.full(n_img, np.nan, np.float64)
     thr[idx] = threshold
-    # the mask: score above threshold, False where either is NaN (comparisons with NaN are False),
-    # compared on the scored rows only (no full-size float copy)
-    mask = np.zeros((n_img, *size), bool)
-    mask[idx] = np.asarray(scores) > thr[idx][:, None, None]
+    pos = np.full(n_img, -1)
+    pos[idx] = np.arange(len(idx))
+
+    def score_rows(block_info=None):
+        start, stop = block_info[None]["array-location"][0]
+        out = np.full((stop - start, *size), np.nan, np.float32)
+        sel = np.flatnonzero(pos[start:stop] >= 0)
+        if sel.size and layer_maps:
+            out[sel] = fuse({l: m[pos[start:stop][sel]] for l, m in layer_maps.items()}, w, size)
+        return out
+
+    chunks = (tuple(b.stop - b.start for b in batches(n_img, SCORE_BATCH)) or (0,), (size[0],), (size[1],))
+    score = da.map_blocks(score_rows, chunks=chunks, dtype=np.float32, name=f"maps-score-{uuid.uuid4().hex}")
+    # the mask: score above threshold, False where either is NaN (comparisons with NaN are False)
+    mask = score > da.from_array(thr[:, None, None], chunks=(chunks[0], 1, 1))
     total = sum(w[l] for l in layer_maps)
     data = {"score": (("image", "y", "x"), score),
             "mask": (("image", "y", "x"), mask),
@@ -125,22 +167,52 @@ def build_dataset(tree, method, idx, scores, layer_maps, w, size, threshold, fpr
 
 
 def write_maps(store, maps: Maps) -> str:
-    """Write ``maps`` to ``/maps/<method>`` of ``store`` (replacing earlier maps of that method);
-    returns the store's path or URL.
+    """Write ``maps`` to ``/maps/<method>`` of ``store`` (replacing earlier maps of that method),
+    :data:`SCORE_BATCH` images at a time; returns the store's path or URL.
 
     The root group is never written; the ``image`` coordinate is inherited from it. Per-image
     variables are chunked by image, the fitted state by fold (or whole).
+
+    Plain ``xr.open_datatree`` readers (the consolidated snapshot) see the earlier maps of the
+    method until this starts, then none until the new group is complete: the earlier group is
+    deleted and the snapshot published without it; the new group is created with no images
+    (a group with fewer images than the root is left out of every snapshot,
+    :mod:`fakesegment_nb.snapshot`), its rows are written past that shape, batch by batch
+    (:func:`fakesegment_nb.writer.rows_view`), and only then does every per-image array take the
+    root's length and the snapshot include it. A run that dies on the way leaves the group with
+    no images, out of sight, until the next run replaces it.
     """
     path = store.encoding.get("source") if isinstance(store, xr.DataTree) else store
     if path is None:
         raise FakesegmentError("write_maps needs the store's path or URL, not an opened tree")
+    path = str(path)
     ds = maps.dataset.drop_vars("image")
-    encoding = {k: {"chunks": (1, *ds[k].shape[1:]) if ds[k].dims[0] in ("image", "fold") else ds[k].shape}
+    n = ds.sizes.get("image", 0)
+    name = f"maps/{maps.method}"
+    encoding = {k: {"chunks": tuple(max(1, c) for c in ((1, *ds[k].shape[1:]) if ds[k].dims[0] in ("image", "fold")
+                                                         else ds[k].shape))}
                 for k in ds.data_vars}
-    ds.to_zarr(str(path), group=f"maps/{maps.method}", mode="w", consolidated=False, zarr_format=3,
-               encoding=encoding)
-    consolidate(str(path))  # plain xr.open_datatree users see the new group at once
-    return str(path)
+    zstore = store_target(path).zarr_store
+    root = zarr.open_group(zstore, mode="a", zarr_format=3, use_consolidated=False)
+    if "maps" in root and maps.method in root["maps"]:
+        del root["maps"][maps.method]
+        consolidate(path)
+    per_image = [k for k in ds.data_vars if "image" in ds[k].dims]
+    ds.isel(image=slice(0, 0)).compute().to_zarr(path, group=name, mode="w", consolidated=False, zarr_format=3,
+                                                 encoding=encoding)
+    arrays = {k: zarr.open_array(zstore, path=f"{name}/{k}", mode="r+", zarr_format=3) for k in per_image}
+    axis = {k: ds[k].dims.index("image") for k in per_image}
+    views = {k: rows_view(a, n, axis[k]) for k, a in arrays.items()}
+    for b in batches(n, SCORE_BATCH):
+        part = ds[per_image].isel(image=b)
+        # one compute: the mask reuses the batch's score
+        values = dask.compute(*(part[k].data for k in per_image), scheduler="synchronous")
+        for k, v in zip(per_image, values):
+            views[k][(slice(None),) * axis[k] + (b,)] = v
+    for k, a in arrays.items():
+        a.resize(tuple(n if i == axis[k] else s for i, s in enumerate(a.shape)))
+    consolidate(path)  # plain xr.open_datatree users see the new group at once
+    return path
 
 
 def read_maps(store, method: str) -> xr.Dataset:

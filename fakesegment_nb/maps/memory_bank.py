@@ -164,14 +164,24 @@ def fit_bank(patches: Iterable[torch.Tensor], n_images: int, scale: np.ndarray, 
     ``min(max_size, ceil(ratio x patches seen))`` rows.
     """
     rng = np.random.default_rng(seed)
-    cand, cells = [], 0
+    cand, filled, cells = None, 0, 0
     for p in patches:
         cells = p.shape[1]
         per_image = max(1, min(cells, max_candidates // max(n_images, 1)))
+        if cand is None:
+            # one array for every image's share, allocated once: a small tensor kept per image,
+            # between each batch's large temporaries, fragments the heap (measured: +300 MB of
+            # resident memory at 500 real images per fold, benchmarks/bench_maps_all.py)
+            cand = torch.empty((n_images * per_image, p.shape[2]), dtype=p.dtype)
+        if filled + p.shape[0] * per_image > cand.shape[0]:
+            raise FakesegmentError(f"fit_bank was given more than n_images={n_images} images")
         for row in p:
             keep = np.sort(rng.choice(cells, per_image, replace=False)) if per_image < cells else slice(None)
-            cand.append(row[keep])
-    cand = torch.cat(cand)
+            cand[filled:filled + per_image] = row[keep]
+            filled += per_image
+    if cand is None:
+        raise FakesegmentError("fit_bank was given no patches")
+    cand = cand[:filled]
     if cand.shape[0] > max_candidates:  # more images than max_candidates: one patch of some of them
         cand = cand[np.sort(rng.choice(cand.shape[0], max_candidates, replace=False))]
     seen = n_images * cells

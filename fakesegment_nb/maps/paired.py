@@ -42,7 +42,7 @@ from ..errors import FakesegmentError
 from ..ssim import data_range, ssim_map
 from ..store import image_table, layer_names
 from .features import as_tree, batches, image_pairs, input_size, read_features, real_spread
-from .group import Maps, build_dataset, fuse
+from .group import Maps, build_dataset, fuse, fused_batches
 from .settings import MAX_NULL_IMAGES, SSIM_MIN_CELLS, SSIM_SIGMA, layer_weights, paired_components
 
 __all__ = ["PairedTerms", "components_used", "fit_paired", "paired_maps", "paired_spreads", "paired_terms"]
@@ -174,14 +174,16 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
         inv = (1.0 / spreads[layer])[None, :, None, None]
         shape = tree["layers"][layer]["features"].shape[2:]
         use = components_used(comp_w, shape)
-        comp = {k: [] for k in use}
-        ncomp = {k: [] for k in use}
+        # filled batch by batch (not lists of batches joined afterwards: fewer copies, and no small
+        # arrays kept between each batch's large temporaries to fragment the heap)
+        comp = {k: np.empty((syn.size, *shape), np.float32) for k in use}
+        ncomp = {k: np.empty((null_idx.size, *shape), np.float32) for k in use}
         for b in batches(syn.size, batch_size):
             zs = read_features(tree, layer, syn[b]) * inv
             zr = read_features(tree, layer, real[b]) * inv
             res = paired_terms(zs, zr, "ssim" in use).channel_means()
             for k in use:
-                comp[k].append(res[k])
+                comp[k][b] = res[k]
         # the real-image null: each real image against itself moved by one input pixel
         # (1/stride of a cell, linear interpolation), along y for every other batch, else x
         step = 1.0 / (size[0] / shape[0])
@@ -190,22 +192,21 @@ def paired_maps(store, weights: dict[str, float] | None = None, fpr: float = DEF
             dy, dx = (step, 0.0) if j % 2 == 0 else (0.0, step)
             res = paired_terms(shift_fraction(zr, dy, dx), zr, "ssim" in use).channel_means()
             for k in use:
-                ncomp[k].append(res[k])
+                ncomp[k][b] = res[k]
         parts, nparts = [], []
         total = sum(use.values())
         for k, cw in use.items():
-            v = np.concatenate(comp[k])
+            v = comp[k]
             scale = float(np.median(v)) or 1.0
             scales[f"{layer}.{k}"] = scale
             parts.append(v * (cw / total / scale))
-            nparts.append(np.concatenate(ncomp[k]) * (cw / total / scale))
+            nparts.append(ncomp[k] * (cw / total / scale))
         layer_maps[layer] = np.sum(parts, axis=0)
         null_maps[layer] = np.sum(nparts, axis=0)
-    score_syn = fuse(layer_maps, w, size)
     z_star = calibrate_z(fuse(null_maps, w, size), fpr)
-    thresholds = per_image_thresholds(score_syn, z_star)
+    thresholds = np.concatenate([per_image_thresholds(s, z_star) for s in fused_batches(layer_maps, w, size)])
     spread_vars = {f"spread_{l}": ((f"channel_{l}",), spreads[l]) for l in layers}
-    ds = build_dataset(tree, "paired", syn, score_syn, layer_maps, w, size, thresholds, fpr,
+    ds = build_dataset(tree, "paired", syn, layer_maps, w, size, thresholds, fpr,
                        calibration="per image: threshold = median + z* x MAD of the image's score; z* = "
                                    "1 - fpr quantile of the same standardised score on real images paired "
                                    "with themselves moved by one input pixel (1/stride of a cell per layer, "

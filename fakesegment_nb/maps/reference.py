@@ -52,12 +52,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..calibration import DEFAULT_FPR, calibrate
+from ..calibration import DEFAULT_FPR, calibrate_batches
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table, layer_names, partners
 from .features import as_tree, batches, centre as centre_features, input_size, read_features, set_of_images
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
-from .group import Maps, build_dataset, fuse
+from .group import Maps, build_dataset, fused_batches
 from .memory_bank import bank_distances, bank_patches, bank_spread, fit_memory_bank, smooth_cells
 from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
                           set_members, smooth_all)
@@ -239,9 +239,8 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
             tree, table, layers, w, model_of, targets, layer_maps, banks, {**bp, "seed": seed, "centre": centre},
             batch_size)
         extra.update(set_extra)
-    fused = fuse(layer_maps, w, size)
-    threshold = calibrate(fused[real_rows], fpr)
-    ds = build_dataset(tree, "reference", targets, fused, layer_maps, w, size, threshold, fpr,
+    threshold = calibrate_batches(lambda: fused_batches(layer_maps, w, size, real_rows), fpr)
+    ds = build_dataset(tree, "reference", targets, layer_maps, w, size, threshold, fpr,
                        calibration="real images scored by the model of the other fold "
                                    "(cross-fitted); threshold = 1 - fpr quantile of their scores",
                        params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
