@@ -76,6 +76,10 @@ def main(argv=None) -> int:
     ap.add_argument("--grain-lr", type=float, default=None)
     ap.add_argument("--momentum", type=float, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--balance", choices=("layer", "term"), default=None)
+    ap.add_argument("--mean-weight", type=float, default=None)
+    ap.add_argument("--native", type=int, choices=(0, 1), default=None,
+                    help="1: enhance whole images at their own resolution in training")
     ap.add_argument("--enhancer", help="measure this enhancer file (trained on this probe's training half "
                     "with the same --seed) instead of training one")
     ap.add_argument("--work", help="keep everything here (default: a temporary folder)")
@@ -92,7 +96,9 @@ def main(argv=None) -> int:
     layers = [l.strip() for l in args.layers.split(",") if l.strip()]
     extra = {k: v for k, v in (("content_weight", args.content_weight), ("paired_weight", args.paired_weight),
                                ("lr", args.lr), ("batch_size", args.batch_size), ("tone_lr", args.tone_lr),
-                               ("grain_lr", args.grain_lr), ("momentum", args.momentum)) if v is not None}
+                               ("grain_lr", args.grain_lr), ("momentum", args.momentum),
+                               ("balance", args.balance), ("mean_weight", args.mean_weight),
+                               ("native", None if args.native is None else bool(args.native))) if v is not None}
     load = os.getloadavg()[0]
     t = time.perf_counter()
     if args.enhancer:

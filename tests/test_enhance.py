@@ -251,3 +251,88 @@ def test_training_crops_are_windows_at_the_images_own_resolution():
         assert any(bool(h) for h in hit)
     small = t(tv_tensors.Image(torch.zeros((3, 40, 50), dtype=torch.uint8)))
     assert small.shape == (3, 64, 64)
+
+
+# -- issue 20: native-resolution training, the mean/covariance balance -------------------------
+
+
+def test_native_training_transform_keeps_each_images_own_size_and_pixels():
+    """``native``: the whole image at its own resolution, maybe mirrored and shifted by at most 1/16
+    of a side (reflected): the pixels away from the shifted border are the image's own."""
+    from torchvision import tv_tensors
+
+    from fakesegment_nb.enhance.data import collate_sizes, training_transform
+
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (3, 96, 160), dtype=torch.uint8)
+    t = training_transform(320, native=True)
+    outs = [(t(tv_tensors.Image(img)) * 255).round().to(torch.uint8) for _ in range(6)]
+    for out in outs:
+        assert out.shape == (3, 96, 160)
+        core = out[:, 6:-6, 10:-10]  # within the largest shift (96 // 16, 160 // 16) of every side
+        wins = img.unfold(1, core.shape[1], 1).unfold(2, core.shape[2], 1)
+        assert any(bool((wins == c[:, None, None]).all(0).all(-1).all(-1).any()) for c in (core, core.flip(-1)))
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])  # augmented
+    plain = training_transform(320, augment=False, native=True)(tv_tensors.Image(img))
+    assert torch.equal((plain * 255).round().to(torch.uint8), img)
+    both = collate_sizes([plain, plain[:, :50]])
+    assert isinstance(both, list) and [b.shape[1] for b in both] == [96, 50]
+    assert collate_sizes([plain, plain]).shape == (2, 3, 96, 160)
+
+
+def test_native_training_on_images_of_different_sizes_and_the_file_records_it(tmp_path):
+    """Renders of two sizes train in one batch (each enhanced at its own size, then resized by the
+    network's preprocessing); the enhancer file says so and still loads."""
+    real, syn = make_pair_dirs(tmp_path, names=NAMES, size=80)
+    Image.open(syn / "coffee.png").resize((120, 72)).save(syn / "coffee.png")
+    res = train_enhancer(real, syn, tmp_path / "n.pt", steps=3, batch_size=3, seed=0, native=True, progress=False)
+    assert res.meta["native"] is True
+    net, meta = load_enhancer(res.path)
+    assert meta["native"] is True and _same_state(net, res.enhancer)
+    assert not _same_state(net, Enhancer())
+    with pytest.raises(FakesegmentError, match="paired_weight"):
+        train_enhancer(real, syn, None, steps=1, batch_size=3, native=True, paired_weight=1.0, progress=False)
+
+
+def test_mean_and_covariance_parts_and_their_balance():
+    """``unpaired_parts`` splits ``unpaired_terms`` in its mean and covariance parts; both are zero
+    for the real moments themselves and positive for a brighter batch; ``balance="term"`` starts each
+    part at 1 (``mean_weight`` times for the mean), ``"layer"`` the sum."""
+    from fakesegment_nb.enhance.train import _part_weights, real_moments, unpaired_parts, unpaired_terms
+    from fakesegment_nb.enhance.data import ImageFiles, training_transform
+    from fakesegment_nb.loss import FeatureRealismLoss, feature_moments
+
+    loss = FeatureRealismLoss("efficientnet_lite0", layers=["p2", "p3"], mode="unpaired")
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    feats = loss.features(x)
+    bank = {l: feature_moments(f) for l, f in feats.items()}
+    for l, (m, c) in unpaired_parts(loss, x, bank).items():
+        assert float(m) < 1e-10 and float(c) < 1e-10
+    y = (x * 0.6 + 0.4).requires_grad_(True)
+    parts = unpaired_parts(loss, y, bank)
+    terms = unpaired_terms(loss, y, bank)
+    for l, (m, c) in parts.items():
+        assert float(m.detach()) > 0 and float(c.detach()) > 0
+        assert torch.allclose(terms[l], m + c)
+    sum(m for m, _ in parts.values()).backward()
+    parts = {l: (m.detach(), c.detach()) for l, (m, c) in parts.items()}
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0  # gradients reach the images
+    w = _part_weights(parts, "term", 3.0)
+    for l, (m, c) in parts.items():
+        assert w[l][0] * float(m) == pytest.approx(3.0) and w[l][1] * float(c) == pytest.approx(1.0)
+    w = _part_weights(parts, "layer", 1.0)
+    for l, (m, c) in parts.items():
+        assert w[l][0] * float(m) + w[l][1] * float(c) == pytest.approx(1.0)
+
+
+def test_balance_options_train_and_are_recorded(tiny, tmp_path):
+    res = train_enhancer(*tiny, tmp_path / "b.pt", steps=2, batch_size=2, seed=0, balance="term", mean_weight=2.0,
+                         progress=False)
+    _, meta = load_enhancer(res.path)
+    assert meta["loss"]["balance"] == "term" and meta["loss"]["mean_weight"] == 2.0
+    assert set(meta["loss"]["mean_weights"]) == set(DEFAULT_LAYERS)
+    with pytest.raises(FakesegmentError, match="balance"):
+        train_enhancer(*tiny, None, steps=1, balance="both", progress=False)
+    with pytest.raises(FakesegmentError, match="mean_weight"):
+        train_enhancer(*tiny, None, steps=1, mean_weight=-1, progress=False)

@@ -34,7 +34,7 @@ from ..images import load_rgb
 from ..manifest import Entry, scan_folder
 
 __all__ = ["ImageFiles", "training_transform", "infinite_loader", "paired_keys", "HoldoutSplit",
-           "holdout_split"]
+           "holdout_split", "collate_sizes"]
 
 
 class _AtLeast(v2.Transform):
@@ -53,9 +53,37 @@ class _AtLeast(v2.Transform):
     _transform = transform  # torchvision < 0.21 name
 
 
-def training_transform(size: int, augment: bool = True, crop: int | None = None) -> v2.Transform:
+class _Shift(v2.Transform):
+    """A random reflected translation by up to ``fraction`` of each side, at the image's own size
+    (what ``RandomCrop(size, padding, padding_mode="reflect")`` does for a fixed size). Draws from
+    torch's global generator, as the v2 transforms do."""
+
+    def __init__(self, fraction: float = 1 / 16):
+        super().__init__()
+        self.fraction = float(fraction)
+
+    def make_params(self, flat_inputs):  # torchvision >= 0.21 name; one draw for all inputs of a call
+        h, w = v2.functional.get_size(flat_inputs[0])
+        py, px = max(int(h * self.fraction), 1), max(int(w * self.fraction), 1)
+        dy, dx = int(torch.randint(0, 2 * py + 1, (1,))), int(torch.randint(0, 2 * px + 1, (1,)))
+        return {"pad": [px, py, px, py], "dy": dy, "dx": dx}
+
+    def transform(self, inpt, params):  # torchvision >= 0.21 name
+        h, w = v2.functional.get_size(inpt)
+        padded = v2.functional.pad(inpt, params["pad"], padding_mode="reflect")
+        return v2.functional.crop(padded, params["dy"], params["dx"], h, w)
+
+    _get_params = make_params  # torchvision < 0.21 names
+    _transform = transform
+
+
+def training_transform(size: int, augment: bool = True, crop: int | None = None,
+                       native: bool = False) -> v2.Transform:
     """uint8 ``(H, W, 3)`` arrays -> float ``(3, size, size)`` in [0, 1], augmented; with ``crop``,
-    a random ``(3, crop, crop)`` crop at the image's own resolution instead (``size`` unused).
+    a random ``(3, crop, crop)`` crop at the image's own resolution instead (``size`` unused); with
+    ``native``, the whole image at its own resolution (flipped and shifted by up to 1/16 of each
+    side), to be enhanced there and resized to the network's input by its own preprocessing: the
+    path ``enhance apply`` and extraction take.
 
     Called with several images at once, it applies the same random flip, shift and crop to each
     (how a synthetic image and its real twin stay aligned).
@@ -66,6 +94,12 @@ def training_transform(size: int, augment: bool = True, crop: int | None = None)
         steps = [v2.ToImage(), _AtLeast(int(crop)), v2.RandomCrop(int(crop))]
         if augment:
             steps.append(v2.RandomHorizontalFlip())
+        steps.append(v2.ToDtype(torch.float32, scale=True))
+        return v2.Compose(steps)
+    if native:
+        steps = [v2.ToImage()]
+        if augment:
+            steps += [v2.RandomHorizontalFlip(), _Shift(1 / 16)]
         steps.append(v2.ToDtype(torch.float32, scale=True))
         return v2.Compose(steps)
     steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
@@ -103,13 +137,26 @@ class ImageFiles(Dataset):
         return self.transform(img, twin)
 
 
+def collate_sizes(items):
+    """Collate images that may differ in size: one stacked tensor when they all share a shape, else
+    a list of ``(3, H, W)`` tensors (whole images at their own resolution); items that are tuples
+    (image, twin) collate field by field."""
+    if isinstance(items[0], (tuple, list)):
+        return tuple(collate_sizes(list(f)) for f in zip(*items))
+    if all(t.shape == items[0].shape for t in items):
+        return torch.stack([torch.as_tensor(t).as_subclass(torch.Tensor) for t in items])
+    return [torch.as_tensor(t).as_subclass(torch.Tensor) for t in items]
+
+
 def infinite_loader(dataset: Dataset, batch_size: int, batches: int, seed: int) -> DataLoader:
     """``batches`` batches of ``batch_size`` items drawn with replacement, in an order fixed by
-    ``seed`` (in-process loading: the augmentations draw from torch's seeded global generator)."""
+    ``seed`` (in-process loading: the augmentations draw from torch's seeded global generator).
+    Images of different sizes come as a list (:func:`collate_sizes`)."""
     g = torch.Generator()
     g.manual_seed(int(seed))
     sampler = RandomSampler(dataset, replacement=True, num_samples=batch_size * batches, generator=g)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=True,
+                      collate_fn=collate_sizes)
 
 
 def paired_keys(real: Sequence[Entry], synthetic: Sequence[Entry]) -> dict[str, str]:

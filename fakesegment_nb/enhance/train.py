@@ -39,7 +39,8 @@ from .data import ImageFiles, infinite_loader, paired_keys, training_transform
 from .network import Enhancer, save_enhancer
 
 __all__ = ["train_enhancer", "TrainResult", "DEFAULT_MODEL", "DEFAULT_LAYERS", "DEFAULT_STEPS", "DEFAULT_CROP",
-           "DEFAULT_CONTENT_WEIGHT"]
+           "DEFAULT_CONTENT_WEIGHT", "DEFAULT_NATIVE", "DEFAULT_BALANCE", "BALANCES", "batch_features",
+           "content_term", "unpaired_terms", "unpaired_parts"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 # every stage the gap is measured in (issue 20 asks for every layer; docs/loss.md). No layer is then
@@ -55,6 +56,13 @@ DEFAULT_STEPS = 150
 # (docs/loss.md, "Genuine renders").
 DEFAULT_CROP = None
 DEFAULT_CONTENT_WEIGHT = 10.0
+# False: the synthetic images are resized to the network's input size before the enhancer sees them.
+# True: the enhancer works on whole images at their own resolution and the network's preprocessing
+# resizes its output, as after `enhance apply` and extraction (docs/loss.md, "Genuine renders").
+DEFAULT_NATIVE = False
+# "layer": each training layer's term starts at 1; "term": its mean part and its covariance part each do
+BALANCES = ("layer", "term")
+DEFAULT_BALANCE = "layer"
 
 
 @dataclass
@@ -101,7 +109,18 @@ def real_moments(realism, dataset, max_real: int, seed: int, device, progress: b
     return out
 
 
-def unpaired_terms(realism, synthetic: torch.Tensor, bank, running: dict | None = None,
+def batch_features(realism, images) -> dict[str, torch.Tensor]:
+    """``realism.features`` of a batch: a ``(B, 3, H, W)`` tensor, or a list of ``(3, H, W)``
+    images of different sizes (whole images at their own resolution), each resized to the network's
+    input by its own differentiable preprocessing and run as one batch."""
+    if isinstance(images, torch.Tensor):
+        return realism.features(images)
+    bb = realism.backbone
+    feats = bb.features(torch.cat([bb.preprocess_float(x[None]) for x in images]))
+    return {l: feats[l] for l in realism.layers}
+
+
+def unpaired_terms(realism, synthetic, bank, running: dict | None = None,
                    momentum: float = 0.0) -> dict[str, torch.Tensor]:
     """Per layer, ``FeatureRealismLoss``'s unpaired term ``mean (mu_s - mu_r)^2 + mean (S_s - S_r)^2``
     of a synthetic batch against the real moments ``bank`` (:func:`real_moments`).
@@ -111,10 +130,17 @@ def unpaired_terms(realism, synthetic: torch.Tensor, bank, running: dict | None 
     gap is then estimated from many batches while the gradient still flows through this batch's
     images (a batch of a few scenes alone mostly measures which scenes it drew).
     """
+    return {l: m + c for l, (m, c) in unpaired_parts(realism, synthetic, bank, running, momentum).items()}
+
+
+def unpaired_parts(realism, synthetic, bank, running: dict | None = None,
+                   momentum: float = 0.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`unpaired_terms` in its two parts: per layer ``(mean_c (mu_s - mu_r)^2,
+    mean_cc' (S_s - S_r)^2)``."""
     from ..loss import feature_moments
 
     out = {}
-    for l, f in realism.features(synthetic).items():
+    for l, f in batch_features(realism, synthetic).items():
         ms, cs = feature_moments(f)
         if running is not None and momentum > 0:
             if l in running:
@@ -122,8 +148,34 @@ def unpaired_terms(realism, synthetic: torch.Tensor, bank, running: dict | None 
                 ms, cs = momentum * rm + (1 - momentum) * ms, momentum * rc + (1 - momentum) * cs
             running[l] = (ms.detach(), cs.detach())
         mr, cr = bank[l]
-        out[l] = ((ms - mr) ** 2).mean() + ((cs - cr) ** 2).mean()
+        out[l] = (((ms - mr) ** 2).mean(), ((cs - cr) ** 2).mean())
     return out
+
+
+def _part_weights(parts: dict, balance: str, mean_weight: float) -> dict[str, tuple[float, float]]:
+    """Per layer, the weights of the mean and the covariance part from their values before training:
+    ``balance="layer"``: both ``1 / (mean + cov)`` (each layer's term starts at 1);
+    ``balance="term"``: ``1 / mean`` and ``1 / cov`` (each part starts at 1, so the mean, FID's first
+    term and the part that generalises across scenes, is not drowned by the covariance). The mean
+    part's weight is then multiplied by ``mean_weight``."""
+    out = {}
+    for l, (m, c) in parts.items():
+        m, c = float(m), float(c)
+        if balance == "term":
+            wm, wc = (1.0 / m if m > 0 else 1.0), (1.0 / c if c > 0 else 1.0)
+        else:
+            wm = wc = 1.0 / (m + c) if m + c > 0 else 1.0
+        out[l] = (wm * float(mean_weight), wc)
+    return out
+
+
+def content_term(enhanced, synthetic, pool: int) -> torch.Tensor:
+    """``| avg_pool(pool)(E(s)) - avg_pool(pool)(s) |_1``, averaged over pixels; for lists of images
+    of different sizes, each image's mean, averaged over images."""
+    if isinstance(enhanced, torch.Tensor):
+        return F.l1_loss(F.avg_pool2d(enhanced, pool), F.avg_pool2d(synthetic, pool))
+    return torch.stack([F.l1_loss(F.avg_pool2d(e[None], pool), F.avg_pool2d(x[None], pool))
+                        for e, x in zip(enhanced, synthetic)]).mean()
 
 
 @contextlib.contextmanager
@@ -164,7 +216,8 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                    grain_lr: float = 50.0,
                    content_weight: float = DEFAULT_CONTENT_WEIGHT, content_pool: int = 4,
                    paired_weight: float = 0.0, width: int = 8, depth: int = 3, max_real: int = 256,
-                   momentum: float = 0.5, crop: int | None = DEFAULT_CROP,
+                   momentum: float = 0.5, crop: int | None = DEFAULT_CROP, native: bool = DEFAULT_NATIVE,
+                   balance: str = DEFAULT_BALANCE, mean_weight: float = 1.0,
                    progress: bool = True) -> TrainResult:
     """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
 
@@ -180,6 +233,11 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         :data:`DEFAULT_CROP`; images with a shorter side under ``crop`` are enlarged to it), fed to
         the network at that size where its input size can be set (EfficientNet-Lites, ``timm:``);
         None or 0 (the default): whole images resized to the network's input size.
+    native : (without ``crop``) enhance whole synthetic images at their own resolution and resize the
+        enhanced images to the network's input with its own differentiable preprocessing: training
+        then sees what ``enhance apply`` + extraction produce (grain and detail at the pixel scale
+        they are applied at). False (default :data:`DEFAULT_NATIVE`): resized first, enhanced at the
+        network's input size. The real images are resized to the input size either way.
     seed : fixes the initialisation, the batches, the augmentations and the grain: the same
         seed and data give the same state dict on the CPU.
     lr, tone_lr, grain_lr : Adam's learning rate for the convolutions, ``lr * tone_lr`` for the
@@ -192,9 +250,16 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     max_real : the real side of the statistics is accumulated once over up to this many real
         images (augmented as in training), not drawn per step; with crops, over
         ``min(max_real, max(n_real, 64))`` crops (each real image at least once).
+    balance, mean_weight : how the mean and covariance parts of each layer's term are weighted
+        (:func:`_part_weights`): ``"layer"`` (default :data:`DEFAULT_BALANCE`), each layer starts
+        at 1; ``"term"``, each part starts at 1; ``mean_weight`` multiplies the mean part.
     momentum : running average of the synthetic side's moments over batches
         (:func:`unpaired_terms`; 0: this batch's alone).
     """
+    if balance not in BALANCES:
+        raise ParameterError("balance", f"must be one of {', '.join(BALANCES)}, got {balance!r}")
+    if not mean_weight >= 0:
+        raise ParameterError("mean_weight", f"must be >= 0, got {mean_weight}")
     if not 0 <= momentum < 1:
         raise ParameterError("momentum", f"must lie in [0, 1), got {momentum}")
     from tqdm.auto import tqdm
@@ -215,6 +280,10 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     if content_pool < 1:
         raise ParameterError("content_pool", f"must be >= 1, got {content_pool}")
     crop = int(crop) if crop else None
+    native = bool(native) and crop is None
+    if native and paired_weight > 0:
+        raise ParameterError("paired_weight", "the paired term compares images of one size: with paired_weight > 0 "
+                             "give native=False (whole images resized to the network's input) or crop=")
     if crop is not None and crop < 32:
         raise ParameterError("crop", f"must be at least 32 pixels (or 0 for whole images), got {crop}")
     t0 = time.perf_counter()
@@ -237,10 +306,11 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     size = int(backbone.input_size[0])
     twins = paired_keys(real_e, syn_e) if paired_weight > 0 else {}
     transform = training_transform(size, crop=crop)
-    syn_ds = ImageFiles(syn_e, transform, [twins.get(e.path) for e in syn_e] if twins else None)
+    syn_transform = training_transform(size, native=True) if native else transform
+    syn_ds = ImageFiles(syn_e, syn_transform, [twins.get(e.path) for e in syn_e] if twins else None)
     if twins and len(twins) < len(syn_e):
         syn_e = [e for e in syn_e if e.path in twins]  # the paired term needs every batch paired
-        syn_ds = ImageFiles(syn_e, transform, [twins[e.path] for e in syn_e])
+        syn_ds = ImageFiles(syn_e, syn_transform, [twins[e.path] for e in syn_e])
         notes.append(f"paired term: training on the {len(syn_e)} synthetic images with a real twin")
     real_ds = ImageFiles(real_e, transform)
 
@@ -260,22 +330,30 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                                 {"params": [p for p in enhancer.parameters() if id(p) not in own], "lr": lr}])
         history: list[dict] = []
         layer_weights: dict[str, float] = {}
+        part_weights: dict[str, tuple[float, float]] = {}
         running: dict = {}
         bar = tqdm(total=int(steps), desc="enhance train", unit="step", disable=not progress, file=sys.stderr)
         try:
             for step, sb in enumerate(syn_loader):
                 syn, twin = (sb[0], sb[1]) if twins else (sb, None)
-                syn = syn.to(device)
-                if step == 0:  # every layer's gap starts at 1
+                if isinstance(syn, list):  # whole images of different sizes, one at a time
+                    syn = [x.to(device) for x in syn]
+                    enhanced = [enhancer(x[None], noise=torch.randn(x[None].shape, generator=grain).to(device))[0]
+                                for x in syn]
+                else:
+                    syn = syn.to(device)
+                    enhanced = None
+                if step == 0:  # every layer's gap (or every part of it) starts at 1
                     with torch.no_grad():
-                        for l, g in unpaired_terms(realism, syn, bank).items():
-                            layer_weights[l] = 1.0 / float(g) if g > 0 else 1.0
-                noise = torch.randn(syn.shape, generator=grain).to(device)
-                enhanced = enhancer(syn, noise=noise)
-                terms = unpaired_terms(realism, enhanced, bank, running, momentum)
-                r = sum(layer_weights[l] * t for l, t in terms.items())
+                        part_weights = _part_weights(unpaired_parts(realism, syn, bank), balance, mean_weight)
+                    layer_weights = {l: w[1] for l, w in part_weights.items()}
+                if enhanced is None:
+                    noise = torch.randn(syn.shape, generator=grain).to(device)
+                    enhanced = enhancer(syn, noise=noise)
+                parts = unpaired_parts(realism, enhanced, bank, running, momentum)
+                r = sum(part_weights[l][0] * m + part_weights[l][1] * cv for l, (m, cv) in parts.items())
                 p = paired(enhanced, twin.to(device)) if paired is not None else torch.zeros(())
-                c = F.l1_loss(F.avg_pool2d(enhanced, content_pool), F.avg_pool2d(syn, content_pool))
+                c = content_term(enhanced, syn, content_pool)
                 total = r + paired_weight * p + content_weight * c
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -289,9 +367,11 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     enhancer.eval()
     seconds = time.perf_counter() - t0
     meta = {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
-            "layers": layers, "input_size": size, "crop": crop,
+            "layers": layers, "input_size": size, "crop": crop, "native": native,
             "loss": {"realism": "FeatureRealismLoss unpaired (statistics matching) against the moments of "
                                 "all real training images", "layer_weights": layer_weights,
+                     "mean_weights": {l: w[0] for l, w in part_weights.items()}, "balance": balance,
+                     "mean_weight": float(mean_weight),
                      "real_images_in_moments": min(len(real_e), int(max_real)),
                      "real_samples_in_moments": n_moments, "momentum": float(momentum),
                      "paired_weight": float(paired_weight), "content": "L1 of avg_pool(k) images",
