@@ -42,7 +42,7 @@ from .errors import FakesegmentError
 from .maps import as_tree, fold_models, input_size, read_maps, upsample
 from .maps.features import centre, read_features
 from .maps.gaussian import mahalanobis_terms
-from .maps.domain import domain_terms
+from .maps.domain import domain_patches, domain_terms
 from .maps.features import set_of_images
 from .maps.memory_bank import bank_distances, bank_patches, bank_spread, smooth_cells
 from .maps.paired import components_used, paired_spreads, paired_terms
@@ -255,14 +255,15 @@ def _domain_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.nda
     slices = params["slices"]
     layers = list(slices)
     grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
-    d = slices[layers[-1]][1]
-    q = bank_patches(tree, layers, np.array([pos]), torch.ones(d), grid, int(params["pool"]), False)
+    # maps written before the spreads were features have no "spread" setting: means only
+    q = domain_patches(tree, layers, np.array([pos]), grid, int(params["pool"]), bool(params.get("spread", False)))
     t = domain_terms(q, ds["domain_coef"].values[s, k], ds["domain_centre"].values[s, k])[0].numpy()
     t = smooth_cells(t, float(params.get("smooth", 0.0)))
     cw = _cell_weights(m, *grid)
     cw = cw / cw.sum() if cw.sum() > 0 else cw
     per = (t * cw[None]).sum(axis=(1, 2))
-    return {l: per[a:z] for l, (a, z) in slices.items()}
+    # a channel's share: its mean's term plus (with spreads) its spread's term
+    return {l: per[a:z].reshape(-1, tree["layers"][l]["features"].shape[1]).sum(0) for l, (a, z) in slices.items()}
 
 
 def attribute(store, image: str, region: int | None = None, box=None, method: str = "paired",

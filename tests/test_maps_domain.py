@@ -31,9 +31,11 @@ def test_domain_maps_record_their_classifier_and_folds():
     table = image_table(store)
     params = json.loads(ds.attrs["params"])
     assert ds.attrs["layers"] == ["p2", "p3"] and params["grid"] == "p3"
-    assert params["slices"] == {"p2": [0, 24], "p3": [24, 64]} and params["sets"] == ["synthetic"]
+    # per layer its channels' neighbourhood means, then their spreads (p2: 24 channels, p3: 40)
+    assert params["spread"] is True
+    assert params["slices"] == {"p2": [0, 48], "p3": [48, 128]} and params["sets"] == ["synthetic"]
     folds = params["folds"][0]
-    assert ds["domain_coef"].shape == (1, folds, 64) and ds["domain_centre"].shape == (1, folds, 64)
+    assert ds["domain_coef"].shape == (1, folds, 128) and ds["domain_centre"].shape == (1, folds, 128)
     fold = ds["domain_fold"].values[0]
     assert (fold >= 0).all() and set(fold) == set(range(folds))  # every image scored, every fold used
     pos = {k: i for i, k in enumerate(table.index)}
@@ -71,8 +73,15 @@ def test_no_image_is_scored_by_a_classifier_that_saw_it():
     assert not np.allclose(before["score"].values[x], after["score"].values[x])
 
 
-def test_domain_attribution_is_exact_and_uses_the_stored_classifier(tmp_path):
-    _, src = lite0_probe()
+@pytest.mark.parametrize("spread", [True, False])
+def test_domain_attribution_is_exact_and_uses_the_stored_classifier(tmp_path, spread):
+    _, probe_store = lite0_probe()
+    if spread:  # the default
+        src = probe_store
+    else:  # means only (as maps written before the spreads were features)
+        src = copy_store(probe_store, tmp_path / "means")
+        write_maps(src, domain_maps(src, domain={"spread": False}))
+        assert json.loads(read_maps(src, "domain").attrs["params"])["slices"] == {"p2": [0, 24], "p3": [24, 64]}
     ds = read_maps(src, "domain")
     image = str(ds["image"].values[int(np.flatnonzero(image_table(src)["domain"] == "synthetic")[0])])
     pos = [str(v) for v in ds["image"].values].index(image)
@@ -80,6 +89,8 @@ def test_domain_attribution_is_exact_and_uses_the_stored_classifier(tmp_path):
     # a linear model: every layer's channel terms add up to its stored layer map (same cells), and
     # the layers to the score (up to the bilinear upsampling)
     per_layer = a.channels.groupby("layer")["contribution"].sum()
+    # one row per channel: a channel's mean and spread terms are summed
+    assert a.channels.groupby("layer").size().to_dict() == {"p2": 24, "p3": 40}
     for layer in ("p2", "p3"):
         want = float(np.mean(ds[f"layer_{layer}"].values[pos], dtype=np.float64))
         assert per_layer[layer] == pytest.approx(want, rel=1e-4, abs=1e-5), layer

@@ -4,15 +4,18 @@ set rather than like the real images -- "where does this look rendered".
 A weakly supervised patch classifier (the image-level labels are the only supervision: every patch of
 a real image is "real", every patch of a synthetic image "synthetic"):
 
-* **features**: the weighted layers' stored features (not centred: the global look is what this map
-  is about), each averaged over a ``pool`` x ``pool`` neighbourhood of cells and resampled onto one
-  grid (:func:`~.memory_bank.neighbourhood_patches`, the memory bank's locally aware patches), so a
-  location is one vector of every layer's channels;
+* **features** (:func:`domain_patches`): the weighted layers' stored features (not centred: the
+  global look is what this map is about); per layer, each channel's mean over a ``pool`` x ``pool``
+  neighbourhood of cells and, with ``spread``, its standard deviation there (a texture statistic:
+  how much the channel varies locally, which a render's clean surfaces and a photo's grain and
+  clutter set apart), resampled onto one grid (:func:`~.memory_bank.neighbourhood_patches`), so a
+  location is one vector of every layer's channel means and spreads;
 * **classifier**: scikit-learn's ``LogisticRegression`` (L2, ``C``, balanced class weights) on
   standardised features (``StandardScaler``), fitted on at most ``max_patches`` patches (and
   ``max_values`` patches x features): an equal, seeded random share of every image's locations. Linear, so the score is exactly a sum of
-  per-channel terms (:func:`domain_terms`) and :func:`fakesegment_nb.segments.attribute` splits a
-  region's score by layer and channel without approximation;
+  per-feature terms (:func:`domain_terms`) and :func:`fakesegment_nb.segments.attribute` splits a
+  region's score by layer and channel without approximation (a channel's share is the sum of its
+  mean's and its spread's terms);
 * **score**: ``sum_c w_c (x_c - m_c)``, the classifier's logit minus the logit of the fold's mean
   real training patch ``m`` (0 = as rendered-looking as an average real location; a monotone shift
   of the logit per fold), smoothed by a Gaussian of ``smooth`` cells (linear: the terms still add up),
@@ -59,16 +62,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from ..calibration import DEFAULT_FPR, calibrate_batches
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table, layer_names, partners
-from .features import as_tree, batches, input_size, set_of_images
+from .features import as_tree, batches, input_size, read_features, set_of_images
 from .group import Maps, build_dataset, fused_batches
-from .memory_bank import bank_patches, smooth_cells
+from .memory_bank import neighbourhood_patches, smooth_cells
 from .settings import MIN_DOMAIN_IMAGES, domain_params, layer_weights
 
-__all__ = ["DomainFit", "domain_folds", "domain_maps", "domain_terms", "fit_domain"]
+__all__ = ["DomainFit", "domain_folds", "domain_maps", "domain_patches", "domain_terms", "feature_slices", "fit_domain"]
 
 
 @dataclass
@@ -123,6 +127,34 @@ def domain_folds(table: pd.DataFrame, syn_idx: np.ndarray, real_idx: np.ndarray,
     return fold
 
 
+def domain_patches(tree, layers: list[str], idx: np.ndarray, grid: tuple[int, int], pool: int,
+                   spread: bool) -> torch.Tensor:
+    """The classifier's features of the stored images ``idx``: ``(len(idx), D, *grid)``. Per layer
+    (in the order of ``layers``) its ``C`` channels' means over a ``pool`` x ``pool`` neighbourhood of
+    cells (stride 1, borders over the cells that exist), then, with ``spread``, their standard
+    deviations there; resampled onto ``grid`` (:func:`~.memory_bank.neighbourhood_patches`)."""
+    feats = {}
+    for l in layers:
+        f = torch.from_numpy(read_features(tree, l, idx))
+        m = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f
+        feats[l] = m
+        if spread:
+            m2 = F.avg_pool2d(f * f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f * f
+            feats[f"{l}.spread"] = (m2 - m * m).clamp_min(0).sqrt()
+    return neighbourhood_patches(feats, grid, 1)
+
+
+def feature_slices(tree, layers: list[str], spread: bool) -> dict[str, tuple[int, int]]:
+    """Each layer's features in :func:`domain_patches`' vector: ``{layer: (start, stop)}``, its
+    channels' means then (``spread``) their spreads."""
+    slices, start = {}, 0
+    for l in layers:
+        c = tree["layers"][l]["features"].shape[1] * (2 if spread else 1)
+        slices[l] = (start, start + c)
+        start += c
+    return slices
+
+
 def domain_terms(q: torch.Tensor, coef: np.ndarray, centre: np.ndarray) -> torch.Tensor:
     """Per-feature terms ``w_c (x_c - m_c)`` of patches ``q`` ``(B, D, h, w)``: summed over
     features they are the score before smoothing."""
@@ -153,8 +185,8 @@ def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str
     syn_idx, real_idx : positions of the set's synthetic images and of the real images (at least
         :data:`~fakesegment_nb.maps.settings.MIN_DOMAIN_IMAGES` of each).
     layers : the layers whose features the classifier sees.
-    params : :func:`~fakesegment_nb.maps.settings.domain_params` (``grid``, ``pool``, ``folds``,
-        ``max_patches``, ``max_values``, ``C``, ``smooth``).
+    params : :func:`~fakesegment_nb.maps.settings.domain_params` (``grid``, ``pool``, ``spread``,
+        ``folds``, ``max_patches``, ``max_values``, ``C``, ``smooth``).
     seed : the folds' shuffle and the training patches drawn.
     batch_size : images read at once.
     """
@@ -164,12 +196,9 @@ def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str
     folds = int(min(params["folds"], syn_idx.size, real_idx.size))
     fold = domain_folds(table, syn_idx, real_idx, folds, seed)
     grid = tuple(tree["layers"][params["grid"]]["features"].shape[2:])
-    slices, start = {}, 0
-    for l in layers:
-        c = tree["layers"][l]["features"].shape[1]
-        slices[l] = (start, start + c)
-        start += c
-    ones = torch.ones(start)
+    pool, spread = int(params["pool"]), bool(params["spread"])
+    slices = feature_slices(tree, layers, spread)
+    start = slices[layers[-1]][1]
     cells = grid[0] * grid[1]
     budget = min(int(params["max_patches"]), int(params["max_values"]) // start)
     per_image = max(1, min(cells, budget // images.size))
@@ -177,7 +206,7 @@ def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str
     # on the image's position and the seed only, never on the features)
     train = np.empty((images.size, per_image, start), np.float32)
     for b in batches(images.size, batch_size):
-        q = bank_patches(tree, layers, images[b], ones, grid, int(params["pool"]), False)
+        q = domain_patches(tree, layers, images[b], grid, pool, spread)
         q = q.reshape(q.shape[0], start, cells).permute(0, 2, 1).numpy()
         for j, i in enumerate(range(b.start, b.stop)):
             pick = np.random.default_rng([seed, int(images[i])]).choice(cells, per_image, replace=False)
@@ -193,7 +222,7 @@ def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str
     del train
     out = {l: np.zeros((images.size, *grid), np.float32) for l in layers}
     for b in batches(images.size, batch_size):
-        q = bank_patches(tree, layers, images[b], ones, grid, int(params["pool"]), False)
+        q = domain_patches(tree, layers, images[b], grid, pool, spread)
         for j, i in enumerate(range(b.start, b.stop)):
             t = domain_terms(q[j:j + 1], coef[fold[i]], centre[fold[i]])[0]
             for l, (a, z) in slices.items():
