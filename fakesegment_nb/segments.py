@@ -237,6 +237,10 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
         big_r, big_s = np.maximum(r.sum(0), 1e-12), np.maximum(st.sum(0), 1e-12)
         score = np.clip(r.sum(0), 0, None) ** (1 - a) * np.clip(st.sum(0), 0, None) ** a
         per_cell = score[None] * ((1 - a) * r / big_r[None] + a * st / big_s[None])
+        if "set_location_scale" in ds:  # the set's own location step (absent in older maps)
+            div = np.asarray(ds["set_location_scale"].values[pos], np.float32)
+            if np.isfinite(div).all():
+                per_cell = per_cell / div[None]
     cw = _cell_weights(m, *grid)
     cw = cw / cw.sum() if cw.sum() > 0 else cw
     per = (per_cell * cw[None]).sum(axis=(1, 2))

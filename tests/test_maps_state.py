@@ -175,6 +175,19 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     for layer in ("p3", "p4"):
         want = float(np.mean(ds[f"layer_{layer}"].values[syn[0]], dtype=np.float64))
         assert per_layer[layer] == pytest.approx(want, rel=1e-4), layer
+    # the set's own location step: each synthetic image divided by (the median of the set's *other*
+    # images at each location over the set's median)^a, computed from the maps without the step
+    plain = reference_maps(store, bank={"set_weight": 0.5, "set_location": False}).dataset
+    joint = np.mean([plain[f"layer_{l}"].values[syn] for l in ("p3", "p4")], axis=0)
+    div = ds["set_location_scale"].values
+    assert np.isnan(div[real]).all() and np.isfinite(div[syn]).all()
+    for i in (0, len(syn) // 2, len(syn) - 1):
+        others = np.delete(joint, i, axis=0)
+        want = (np.median(others, axis=0) / np.median(joint)) ** 0.5
+        np.testing.assert_allclose(div[syn[i]], want, rtol=1e-4)
+        for layer in ("p3", "p4"):
+            np.testing.assert_allclose(ds[f"layer_{layer}"].values[syn[i]],
+                                       plain[f"layer_{layer}"].values[syn[i]] / want, rtol=1e-3, atol=1e-6)
 
 
 def test_unpaired_synthetic_images_alternate_between_the_folds_per_set():

@@ -256,6 +256,7 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
     own = {l: np.full_like(m, np.nan) for l, m in layer_maps.items()}
     names, set_banks, info = [], [], []
     scales, weights = [], []
+    set_location = np.full((len(table), *grid), np.nan, np.float32)
     empty = np.zeros((0, banks[0].bank.shape[1]), np.float32)
     for name, members in set_members(set_of_images(table), table).items():
         names.append(name)
@@ -284,6 +285,15 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
             scale = float(np.median(sum(sub[l] * (w[l] / total) for l in layers))) or 1.0
             shares, _ = geometric_shares({l: m[rows] for l, m in layer_maps.items()},
                                          {l: m / scale for l, m in sub.items()}, w, a)
+            if bp["set_location"] and rows.size >= 3:
+                # the set's own location step: each location divided by (the set's other images'
+                # median there over the set's overall median)^a -- a render's typical layout (a
+                # ceiling light in the same corner of every view) is not a detail
+                joint = sum(shares[l] * (w[l] / total) for l in layers)
+                at = np.arange(rows.size)
+                div = (np.maximum(location_median(joint, at, at), 1e-12) / max(float(np.median(joint)), 1e-12)) ** a
+                shares = {l: m / div for l, m in shares.items()}
+                set_location[targets[rows]] = div
             for l in layers:
                 layer_maps[l][rows] = shares[l]
         scales.append(scale)
@@ -298,6 +308,8 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
     extra = {"set_bank": (("reference_set", "fold", "set_bank_patch", "bank_feature"), stacked),
              "set_scale": (("reference_set",), np.array(scales, np.float64)),
              "set_weight": (("reference_set",), np.array(weights, np.float64))}
+    if np.isfinite(set_location).any():
+        extra["set_location_scale"] = (("image", f"y_{bp['grid']}", f"x_{bp['grid']}"), set_location)
     return layer_maps, extra, info
 
 
@@ -371,7 +383,7 @@ def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size
     out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
     banks = []
     fit = {k: v for k, v in bank_params.items()
-           if k not in ("grid", "density", "location", "smooth", "set_novelty", "set_weight")}
+           if k not in ("grid", "density", "location", "smooth", "set_novelty", "set_weight", "set_location")}
     for k in (0, 1):
         mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
         banks.append(mb)
