@@ -20,6 +20,13 @@ one fold; a synthetic image is scored by the other fold's bank, the one that doe
 (:func:`set_bank_folds`). ``S`` is divided by its median over the set's cross-fitted locations.
 A set with fewer than two synthetic images has no second reference: its score is ``R``.
 
+With ``set_location`` (efficientnet_lite0's default) the set's layout is a reference too: a synthetic
+image's score at each location is divided by ``(m / M)^a``, ``m`` the median score of the set's
+*other* images at that location and ``M`` the set's median (``reference.location_median``, leaving
+the image out; the divisor is stored as ``set_location_scale``), as the real images' location
+step does for the real reference: renders of one scene put their lights and shelves in the same
+places. A set of fewer than three images skips it.
+
 Attribution stays exact: with ``r_c``, ``s_c`` the channels' shares of ``R`` and ``S`` at a location
 (:func:`~.memory_bank.bank_distances` splits a squared distance by feature), the score is
 ``sum_c score * (r_c / R + s_c / S) / 2`` (:func:`geometric_shares`).
