@@ -133,14 +133,15 @@ def domain_patches(tree, layers: list[str], idx: np.ndarray, grid: tuple[int, in
     (in the order of ``layers``) its ``C`` channels' means over a ``pool`` x ``pool`` neighbourhood of
     cells (stride 1, borders over the cells that exist), then, with ``spread``, their standard
     deviations there; resampled onto ``grid`` (:func:`~.memory_bank.neighbourhood_patches`)."""
+    def mean(x):
+        return F.avg_pool2d(x, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else x
+
     feats = {}
     for l in layers:
         f = torch.from_numpy(read_features(tree, l, idx))
-        m = F.avg_pool2d(f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f
-        feats[l] = m
+        feats[l] = m = mean(f)
         if spread:
-            m2 = F.avg_pool2d(f * f, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else f * f
-            feats[f"{l}.spread"] = (m2 - m * m).clamp_min(0).sqrt()
+            feats[f"{l}.spread"] = (mean(f * f) - m * m).clamp_min(0).sqrt()
     return neighbourhood_patches(feats, grid, 1)
 
 

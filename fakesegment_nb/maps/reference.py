@@ -283,13 +283,12 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
             sub = smooth_all({l: m[rows] for l, m in own.items()}, bp["smooth"])
             total = sum(w[l] for l in layers)
             scale = float(np.median(sum(sub[l] * (w[l] / total) for l in layers))) or 1.0
-            shares, _ = geometric_shares({l: m[rows] for l, m in layer_maps.items()},
-                                         {l: m / scale for l, m in sub.items()}, w, a)
+            shares, joint = geometric_shares({l: m[rows] for l, m in layer_maps.items()},
+                                             {l: m / scale for l, m in sub.items()}, w, a)
             if bp["set_location"] and rows.size >= 3:
                 # the set's own location step: each location divided by (the set's other images'
                 # median there over the set's overall median)^a -- a render's typical layout (a
                 # ceiling light in the same corner of every view) is not a detail
-                joint = sum(shares[l] * (w[l] / total) for l in layers)
                 at = np.arange(rows.size)
                 div = (np.maximum(location_median(joint, at, at), 1e-12) / max(float(np.median(joint)), 1e-12)) ** a
                 shares = {l: m / div for l, m in shares.items()}
