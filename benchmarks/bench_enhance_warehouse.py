@@ -22,7 +22,8 @@ randomised renders enlarged to 1360x771 in the work folder) against the training
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_enhance_warehouse.py [--case randomised|photoreal|all]
         [--split-seed 1] [--train-seed 0] [--speed] [--work DIR] [--steps N] [--layers p2,p3,p4,p5]
-        [--crop 224] [--content-weight W] [--native 0|1]
+        [--crop 224] [--content-weight W] [--native 0|1] [--balance layer|term] [--mean-weight W]
+        [--width W] [--depth D] [--quiet]
 
 Split seed 0 is the tuning split; 1 (the default) was not tuned on. The photoreal case holds out 3
 of 6 views of one scene: its FID compares 3 renders with the held-out photos and says little alone.
