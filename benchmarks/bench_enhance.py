@@ -78,6 +78,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--balance", choices=("layer", "term"), default=None)
     ap.add_argument("--mean-weight", type=float, default=None)
+    ap.add_argument("--adversarial", type=float, default=None, help="weight of the patch discriminator's term")
     ap.add_argument("--native", type=int, choices=(0, 1), default=None,
                     help="1: enhance whole images at their own resolution in training")
     ap.add_argument("--enhancer", help="measure this enhancer file (trained on this probe's training half "
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
                                ("lr", args.lr), ("batch_size", args.batch_size), ("tone_lr", args.tone_lr),
                                ("grain_lr", args.grain_lr), ("momentum", args.momentum),
                                ("balance", args.balance), ("mean_weight", args.mean_weight),
-                               ("native", None if args.native is None else bool(args.native))) if v is not None}
+                               ("adversarial", args.adversarial), ("native", None if args.native is None else bool(args.native))) if v is not None}
     load = os.getloadavg()[0]
     t = time.perf_counter()
     if args.enhancer:

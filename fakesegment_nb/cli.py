@@ -125,7 +125,8 @@ def _enhance_train(args) -> int:
     from .enhance import train_enhancer
 
     layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
-    given = {"layers": layers, "steps": args.steps, "crop": args.crop}  # unset: the library's defaults
+    given = {"layers": layers, "steps": args.steps, "crop": args.crop,  # unset: the library's defaults
+             "adversarial": args.adversarial}
     res = train_enhancer(args.real, args.synthetic, args.out, model=args.model, weights=args.weights,
                          seed=args.seed, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
                          **{k: v for k, v in given.items() if v is not None})
@@ -239,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--crop", type=int, default=None,
                     help="train on random CROPxCROP crops at the images' own resolution (at least 32); "
                          "default 0: whole images resized to the network's input size")
+    et.add_argument("--adversarial", type=float, default=None,
+                    help="weight of a patch discriminator on the network's features, trained alongside "
+                         "(default 0: none; docs/loss.md)")
     et.add_argument("--seed", type=int, default=0, help="same seed and data, same enhancer (default 0)")
     et.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     et.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -13,7 +13,9 @@ step made the term mostly scene-sampling noise (the real side alone varied by 20
 batches on the tuning probe, about as much as all the grain in the gap).
 ``w_l`` = 1 / ``unpaired_l`` of the first batch before any training, so every training layer
 starts at 1 whatever the scale of its features. The content term compares ``k x k``-averaged
-images: the enhancer may change grain, sharpness and colour, not the scene.
+images: the enhancer may change grain, sharpness and colour, not the scene. With ``adversarial > 0``
+a term ``adversarial * generator_loss(D(e))`` is added, ``D`` a patch discriminator on the frozen
+features (:mod:`.discriminator`) trained at every step on a batch of real images against ``e``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..images import load_rgb
 from ..manifest import scan_folder
 from torch.utils.data import DataLoader, Subset
 
+from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .data import ImageFiles, infinite_loader, paired_keys, training_transform
 from .network import Enhancer, save_enhancer
 
@@ -140,13 +143,14 @@ def unpaired_terms(realism, synthetic, bank, running: dict | None = None,
 
 
 def unpaired_parts(realism, synthetic, bank, running: dict | None = None,
-                   momentum: float = 0.0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+                   momentum: float = 0.0, feats: dict | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """:func:`unpaired_terms` in its two parts: per layer ``(mean_c (mu_s - mu_r)^2,
-    mean_cc' (S_s - S_r)^2)``."""
+    mean_cc' (S_s - S_r)^2)``. ``feats``: the synthetic batch's :func:`batch_features`, where the
+    caller has them already."""
     from ..loss import feature_moments
 
     out = {}
-    for l, f in batch_features(realism, synthetic).items():
+    for l, f in (feats if feats is not None else batch_features(realism, synthetic)).items():
         ms, cs = feature_moments(f)
         if running is not None and momentum > 0:
             if l in running:
@@ -224,7 +228,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                    paired_weight: float = 0.0, width: int = 8, depth: int = 3, max_real: int = 256,
                    momentum: float = 0.5, crop: int | None = DEFAULT_CROP, native: bool = DEFAULT_NATIVE,
                    balance: str = DEFAULT_BALANCE, mean_weight: float = DEFAULT_MEAN_WEIGHT,
-                   progress: bool = True) -> TrainResult:
+                   adversarial: float = 0.0, progress: bool = True) -> TrainResult:
     """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
 
     Parameters
@@ -262,6 +266,10 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         :data:`DEFAULT_MEAN_WEIGHT`) multiplies the mean part.
     momentum : running average of the synthetic side's moments over batches
         (:func:`unpaired_terms`; 0: this batch's alone).
+    adversarial : weight of the adversarial term (0, the default: none). Above 0, a
+        :class:`~.discriminator.PatchDiscriminator` on the training layers' features learns, one step
+        per enhancer step, to tell a batch of real images from the enhanced batch, and the enhancer is
+        pushed to make its patches look real to it (docs/loss.md, "Fifth round").
     """
     if balance not in BALANCES:
         raise ParameterError("balance", f"must be one of {', '.join(BALANCES)}, got {balance!r}")
@@ -278,7 +286,8 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         raise ParameterError("steps", f"must be a whole number of at least 1, got {steps}")
     if batch_size < 1:
         raise ParameterError("batch_size", f"must be at least 1, got {batch_size}")
-    for name, v in (("content_weight", content_weight), ("paired_weight", paired_weight)):
+    for name, v in (("content_weight", content_weight), ("paired_weight", paired_weight),
+                    ("adversarial", adversarial)):
         if not v >= 0:
             raise ParameterError(name, f"must be >= 0, got {v}")
     for name, v in (("lr", lr), ("tone_lr", tone_lr), ("grain_lr", grain_lr)):
@@ -339,6 +348,11 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         layer_weights: dict[str, float] = {}
         part_weights: dict[str, tuple[float, float]] = {}
         running: dict = {}
+        disc = d_opt = real_iter = None
+        if adversarial > 0:
+            disc = PatchDiscriminator(bank).to(device)
+            d_opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
+            real_iter = iter(infinite_loader(real_ds, batch_size, int(steps), seed * 2 + 3))
         bar = tqdm(total=int(steps), desc="enhance train", unit="step", disable=not progress, file=sys.stderr)
         try:
             for step, sb in enumerate(syn_loader):
@@ -357,16 +371,27 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                 if enhanced is None:
                     noise = torch.randn(syn.shape, generator=grain).to(device)
                     enhanced = enhancer(syn, noise=noise)
-                parts = unpaired_parts(realism, enhanced, bank, running, momentum)
+                feats = batch_features(realism, enhanced)
+                parts = unpaired_parts(realism, enhanced, bank, running, momentum, feats=feats)
                 r = sum(part_weights[l][0] * m + part_weights[l][1] * cv for l, (m, cv) in parts.items())
                 p = paired(enhanced, twin.to(device)) if paired is not None else torch.zeros(())
                 c = content_term(enhanced, syn, content_pool)
-                total = r + paired_weight * p + content_weight * c
+                a = generator_loss(disc(feats)) if disc is not None else torch.zeros(())
+                total = r + paired_weight * p + content_weight * c + adversarial * a
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 opt.step()
+                d = torch.zeros(())
+                if disc is not None:  # the discriminator's step: real patches against this batch's enhanced ones
+                    with torch.no_grad():
+                        real_feats = realism.features(next(real_iter).to(device))
+                    d = discriminator_loss(disc(real_feats), disc({l: f.detach() for l, f in feats.items()}))
+                    d_opt.zero_grad(set_to_none=True)
+                    d.backward()
+                    d_opt.step()
                 history.append({"step": step + 1, "total": float(total.detach()), "realism": float(r.detach()),
-                                "paired": float(p.detach()), "content": float(c.detach())})
+                                "paired": float(p.detach()), "content": float(c.detach()),
+                                "adversarial": float(a.detach()), "discriminator": float(d.detach())})
                 bar.set_postfix(loss=f"{history[-1]['total']:.4f}", realism=f"{history[-1]['realism']:.4f}")
                 bar.update()
         finally:
@@ -382,7 +407,8 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                      "real_images_in_moments": min(len(real_e), int(max_real)),
                      "real_samples_in_moments": n_moments, "momentum": float(momentum),
                      "paired_weight": float(paired_weight), "content": "L1 of avg_pool(k) images",
-                     "content_weight": float(content_weight), "content_pool": int(content_pool)},
+                     "content_weight": float(content_weight), "content_pool": int(content_pool),
+                     "adversarial": float(adversarial)},
             "optimizer": {"name": "Adam", "lr": float(lr), "tone_lr": float(tone_lr), "grain_lr": float(grain_lr),
                           "batch_size": int(batch_size)},
             "steps": int(steps), "seed": int(seed), "enhancer": dict(enhancer.config),
