@@ -2,9 +2,8 @@
 
 The ``domain`` map (:mod:`fakesegment_nb.maps.domain`) tells renders from photos with a classifier on
 the frozen network's per-location features. :class:`PatchDiscriminator` is that idea made trainable:
-per training layer, a two-layer 1x1-convolution head on the features standardised by the real
-images' per-channel mean and standard deviation (from the moments the realism term already holds),
-one logit per location ("this patch looks real"). Trained alongside the enhancer with the
+per training layer, a two-layer 1x1-convolution head on the features, each image's instance-normalised
+(local structure, not global tone), one logit per location ("this patch looks real"). Trained alongside the enhancer with the
 non-saturating logistic loss (:func:`discriminator_loss`, :func:`generator_loss`), as projected-GAN
 style enhancers use a frozen feature extractor under a small trainable head. It exists only in
 training; the enhancer file does not keep it.
@@ -22,26 +21,22 @@ __all__ = ["PatchDiscriminator", "discriminator_loss", "generator_loss"]
 class PatchDiscriminator(nn.Module):
     """``{layer: (B, C, h, w)}`` features -> ``{layer: (B, 1, h, w)}`` logits (real > 0).
 
-    ``bank``: ``{layer: (mean (C,), covariance (C, C))}`` of the real images
-    (:func:`fakesegment_nb.enhance.train.real_moments`), used to standardise each channel."""
+    ``channels``: ``{layer: C}``. Each image's features are instance-normalised (every channel to
+    mean 0 and variance 1 over the image's locations) before the head: the discriminator sees how
+    a patch differs from the rest of its image -- texture, local contrast, detail -- and not the
+    image's overall tone and colour, which the realism term's moments match already. A first
+    version saw the features standardised only by the real images' moments; it learned the global
+    look, and pushed the tone curve until held-out renders were overexposed (docs/loss.md, "Fifth
+    round")."""
 
-    def __init__(self, bank: dict[str, tuple[torch.Tensor, torch.Tensor]], hidden: int = 32):
+    def __init__(self, channels: dict[str, int], hidden: int = 32):
         super().__init__()
-        self.layers = list(bank)
-        self.heads = nn.ModuleDict()
-        for l, (mu, cov) in bank.items():
-            self.register_buffer(f"mu_{l}", mu.detach().clone().float().view(1, -1, 1, 1))
-            sd = cov.detach().diagonal().clamp_min(1e-8).sqrt().float()
-            self.register_buffer(f"sd_{l}", sd.view(1, -1, 1, 1))
-            c = int(mu.numel())
-            self.heads[l] = nn.Sequential(nn.Conv2d(c, hidden, 1), nn.LeakyReLU(0.2), nn.Conv2d(hidden, 1, 1))
+        self.layers = list(channels)
+        self.heads = nn.ModuleDict({l: nn.Sequential(nn.Conv2d(int(c), hidden, 1), nn.LeakyReLU(0.2),
+                                                     nn.Conv2d(hidden, 1, 1)) for l, c in channels.items()})
 
     def forward(self, feats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for l in self.layers:
-            x = (feats[l].float() - getattr(self, f"mu_{l}")) / getattr(self, f"sd_{l}")
-            out[l] = self.heads[l](x)
-        return out
+        return {l: self.heads[l](F.instance_norm(feats[l].float(), eps=1e-5)) for l in self.layers}
 
 
 def discriminator_loss(real_logits: dict, fake_logits: dict) -> torch.Tensor:

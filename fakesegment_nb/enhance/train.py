@@ -350,7 +350,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         running: dict = {}
         disc = d_opt = real_iter = None
         if adversarial > 0:
-            disc = PatchDiscriminator(bank).to(device)
+            disc = PatchDiscriminator({l: int(mu.numel()) for l, (mu, _) in bank.items()}).to(device)
             d_opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.5, 0.999))
             real_iter = iter(infinite_loader(real_ds, batch_size, int(steps), seed * 2 + 3))
         bar = tqdm(total=int(steps), desc="enhance train", unit="step", disable=not progress, file=sys.stderr)
