@@ -2,11 +2,11 @@
 
 The ``domain`` map (:mod:`fakesegment_nb.maps.domain`) tells renders from photos with a classifier on
 the frozen network's per-location features. :class:`PatchDiscriminator` is that idea made trainable:
-per training layer, a two-layer 1x1-convolution head on the features, each image's instance-normalised
-(local structure, not global tone), one logit per location ("this patch looks real"). Trained alongside the enhancer with the
-non-saturating logistic loss (:func:`discriminator_loss`, :func:`generator_loss`), as projected-GAN
-style enhancers use a frozen feature extractor under a small trainable head. It exists only in
-training; the enhancer file does not keep it.
+per training layer, a two-layer 1x1-convolution head on each image's instance-normalised features
+(local structure, not global tone), one logit per location ("this patch looks real"). Trained
+alongside the enhancer with the non-saturating logistic loss (:func:`discriminator_loss`,
+:func:`generator_loss`), as projected-GAN style enhancers put a small trainable head on a frozen
+feature extractor. It exists only in training; the enhancer file does not keep it.
 """
 
 from __future__ import annotations
