@@ -37,8 +37,8 @@ from ..images import load_rgb
 from ..manifest import scan_folder
 from torch.utils.data import DataLoader, Subset
 
-from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .data import ImageFiles, infinite_loader, paired_keys, training_transform
+from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .network import Enhancer, save_enhancer
 
 __all__ = ["train_enhancer", "TrainResult", "DEFAULT_MODEL", "DEFAULT_LAYERS", "DEFAULT_STEPS", "DEFAULT_CROP",
@@ -267,7 +267,8 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     momentum : running average of the synthetic side's moments over batches
         (:func:`unpaired_terms`; 0: this batch's alone).
     adversarial : weight of the adversarial term (0, the default: none). Above 0, a
-        :class:`~.discriminator.PatchDiscriminator` on the training layers' features learns, one step
+        :class:`~.discriminator.PatchDiscriminator` on the training layers' features (each image's
+        instance-normalised: local detail, not overall tone) learns, one step
         per enhancer step, to tell a batch of real images from the enhanced batch, and the enhancer is
         pushed to make its patches look real to it (docs/loss.md, "Fifth round").
     """
