@@ -67,7 +67,8 @@ DEFAULT_NATIVE = False
 # Default "term" with the mean part weighted 4 ("b4", docs/loss.md "Genuine renders"): on the warehouse
 # splits not tuned on (1 and 2) it moved every layer of the photoreal views closer than "layer" did at
 # p2 and p3 (split 1 -34.4/-25.2% against -5.2/-16.9%, split 2 -28.6/-23.5% against -8.2/-16.8%), and
-# its worst layer anywhere was +0.2% (randomised split 1, p3) against +4.1% (p5); on the probe it
+# its worst layer anywhere was +0.2% (randomised split 1, p3; -0.7% when re-run at stop 27, docs/loss.md
+# fifth round) against +4.1% (p5); on the probe it
 # still cuts every layer's held-out FID by 34-75%, less than "layer" did (38-78%).
 BALANCES = ("layer", "term")
 DEFAULT_BALANCE = "term"
