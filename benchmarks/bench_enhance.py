@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                                ("lr", args.lr), ("batch_size", args.batch_size), ("tone_lr", args.tone_lr),
                                ("grain_lr", args.grain_lr), ("momentum", args.momentum),
                                ("balance", args.balance), ("mean_weight", args.mean_weight),
-                               ("adversarial", args.adversarial), ("native", None if args.native is None else bool(args.native))) if v is not None}
+                               ("adversarial", args.adversarial),
+                               ("native", None if args.native is None else bool(args.native))) if v is not None}
     load = os.getloadavg()[0]
     t = time.perf_counter()
     if args.enhancer:
