@@ -45,6 +45,7 @@ from .maps.gaussian import mahalanobis_terms
 from .maps.domain import domain_patches, domain_terms
 from .maps.features import set_of_images
 from .maps.memory_bank import bank_distances, bank_patches, bank_spread, smooth_cells
+from .maps.set_novelty import others, set_members, set_reference
 from .maps.paired import components_used, paired_spreads, paired_terms
 from .maps.reference import layer_gaussian
 from .maps.settings import PAIRED_COMPONENTS
@@ -219,8 +220,8 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(bp["pool"]), bool(params.get("centre", False)))
     q = q[0].reshape(q.shape[1], -1).T
 
-    def terms(b, divisor=None):  # (D, h, w) per-channel terms, as the map computed them
-        t = bank_distances(q, b, bank_spread(b, int(bp.get("density", 0)))).numpy()
+    def terms(b, divisor=None, density=int(bp.get("density", 0))):  # (D, h, w) per-channel terms, as computed
+        t = bank_distances(q, b, bank_spread(b, density)).numpy()
         if divisor is not None:
             t = t / divisor.reshape(-1, 1)
         return smooth_cells(t.T.reshape(-1, *grid), float(bp.get("smooth", 0.0)))
@@ -233,7 +234,16 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     if own in sets and float(ds["set_weight"].values[sets.index(own)]) > 0:
         s_ = sets.index(own)
         a = float(ds["set_weight"].values[s_])
-        st = terms(_stored_bank(ds, "set_bank", s_, k)) / float(ds["set_scale"].values[s_])
+        if "set_images" in bp:  # the set's other images (set_novelty.set_distances), read from the store
+            table = image_table(tree)
+            ref = set_reference(set_members(set_of_images(table), table)[own], int(bp["set_images"]),
+                                int(params.get("seed", 0)))
+            near = bank_patches(tree, layers, ref[others(ref, pos, int(bp["set_images"]))], scale, grid,
+                                int(bp["pool"]), bool(params.get("centre", False)))
+            st = terms(near.permute(0, 2, 3, 1).reshape(-1, near.shape[1]), density=0)
+        else:  # maps written before: the set's stored coreset bank of the other fold
+            st = terms(_stored_bank(ds, "set_bank", s_, k))
+        st = st / float(ds["set_scale"].values[s_])
         big_r, big_s = np.maximum(r.sum(0), 1e-12), np.maximum(st.sum(0), 1e-12)
         score = np.clip(r.sum(0), 0, None) ** (1 - a) * np.clip(st.sum(0), 0, None) ** a
         per_cell = score[None] * ((1 - a) * r / big_r[None] + a * st / big_s[None])

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from fakesegment_nb.maps import Maps, paired_maps, read_maps, write_maps
 from fakesegment_nb.segments import attribute, find_regions
@@ -169,6 +170,26 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     assert np.array_equal(model_of, fold_models(table)[1])
     for k, members in set_bank_folds(model_of, syn).items():
         assert not (model_of[members] == k).any()
+    # the set's reference is every patch of the set's *other* images: an image's own patches never
+    # count (they would make its distance 0), and the distance is the brute-force nearest over the others
+    from fakesegment_nb.maps import as_tree
+    from fakesegment_nb.maps.memory_bank import bank_patches
+    from fakesegment_nb.maps.set_novelty import set_distances
+
+    params = json.loads(ds.attrs["params"])
+    bp = {**params["bank"], "seed": 0, "centre": True}
+    k = int(model_of[syn[0]])
+    scale = np.asarray(ds["bank_scale"].values[k], np.float32)
+    w = {"p3": 1.0, "p4": 1.0}
+    out = {l: np.zeros((1, 20, 20), np.float32) for l in w}
+    tree = as_tree(store)
+    set_distances(tree, list(w), np.array([0]), syn[:1], syn, scale, params["slices"], (20, 20), bp, w, out)
+    got = (out["p3"] + out["p4"]) / 2
+    patches = bank_patches(tree, list(w), syn, torch.from_numpy(scale), (20, 20), 3, True).numpy()
+    patches = patches.transpose(0, 2, 3, 1).reshape(syn.size, 400, -1).astype(np.float64)
+    d = ((patches[0][:, None, :] - patches[1:].reshape(-1, patches.shape[2])[None]) ** 2).sum(2).min(1)
+    np.testing.assert_allclose(got.ravel(), d, rtol=1e-3, atol=1e-5)
+    assert (got > 0).all()
     image = str(table.index[syn[0]])
     a = attribute(store, image, box=_whole_image(store), method="reference", top=10_000)
     per_layer = a.channels.groupby("layer")["contribution"].sum()
@@ -201,3 +222,16 @@ def test_unpaired_synthetic_images_alternate_between_the_folds_per_set():
         for s, n in (("a", 4), ("b", 2)):
             m = model_of[(table["set"] == s).to_numpy()]
             assert sorted(np.bincount(m, minlength=2)) == [n // 2, n - n // 2]
+
+
+def test_a_large_set_is_compared_with_a_fixed_sample_of_its_other_images():
+    from fakesegment_nb.maps.set_novelty import others, set_reference
+
+    members = np.arange(100, 200)
+    assert np.array_equal(set_reference(members[:10], 32, 0), members[:10])  # small sets: all of them
+    ref = set_reference(members, 32, 0)
+    assert ref.size == 33 and np.isin(ref, members).all() and np.unique(ref).size == 33
+    assert np.array_equal(ref, set_reference(members, 32, 0)) and not np.array_equal(ref, set_reference(members, 32, 1))
+    inside, outside = int(ref[5]), int(np.setdiff1d(members, ref)[0])
+    assert inside not in ref[others(ref, inside, 32)] and others(ref, inside, 32).size == 32
+    assert others(ref, outside, 32).size == 32

@@ -29,9 +29,10 @@ Either way the score is divided by the median over real locations (1 = typical o
 
 With the memory bank (``set_novelty``, efficientnet_lite0), the image's own synthetic set is a second
 reference (:mod:`.set_novelty`): a synthetic image's score is ``R^(1 - a) S^a``, ``R`` the distance to
-the real bank above and ``S`` the distance to a memory bank of the set's other images (cross-fitted,
-1 = typical of the set), with ``a = clip(1 - c, 0, 1)`` and ``c`` the set's coherence -- the median
-squared distance of its images to the set's bank over that to the real bank. A set whose renders are
+the real bank above and ``S`` the distance to the nearest patch of the set's other images (leave one
+out, 1 = typical of the set), with ``a = clip(1 - c, 0, 1)`` and ``c`` the set's coherence -- the
+median squared distance of its images to a coreset bank of the set's images of the other fold over
+that to the real bank. A set whose renders are
 no closer to one another than to the photos (domain-randomised renders; the probe's renders of
 unrelated photos: ``c`` about 1) has no common look to discount and keeps ``R``; a coherent set (one
 engine, one scene: ``c`` about 0.5) is scored against its own typical look as much as against the
@@ -60,7 +61,7 @@ from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fused_batches
 from .memory_bank import bank_distances, bank_patches, bank_spread, fit_memory_bank, smooth_cells
 from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
-                          set_members, smooth_all)
+                          set_members, set_reference, smooth_all)
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
 
 __all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps"]
@@ -275,8 +276,10 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
         a = float(np.clip(1.0 - c, 0.0, 1.0)) if np.isfinite(c) else 0.0
         if bp["set_weight"] is not None and fitted:  # a fixed exponent (ablations, tests)
             a = float(bp["set_weight"])
-        for k in fitted if a > 0 else ():
-            set_distances(tree, layers, rows[model_of[members] == k], targets, fitted[k], grid, bp, w, own, batch_size)
+        reference = set_reference(members, int(bp["set_images"]), int(bp["seed"]))
+        for k in fitted if a > 0 else ():  # scaled by the real bank of the fold that scores the images
+            set_distances(tree, layers, rows[model_of[members] == k], targets, reference, banks[k].scale,
+                          banks[k].slices, grid, bp, w, own, batch_size)
         set_banks.append([fitted[k].bank if k in fitted else empty for k in (0, 1)])
         scale = np.nan
         if a > 0:
@@ -382,7 +385,8 @@ def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size
     out = {l: np.zeros((targets.size, *grid), np.float32) for l in layers}
     banks = []
     fit = {k: v for k, v in bank_params.items()
-           if k not in ("grid", "density", "location", "smooth", "set_novelty", "set_weight", "set_location")}
+           if k not in ("grid", "density", "location", "smooth", "set_novelty", "set_weight", "set_location",
+                       "set_images")}
     for k in (0, 1):
         mb = fit_memory_bank(tree, layers, dom_real[fold[dom_real] == k], w, grid, batch_size=batch_size, **fit)
         banks.append(mb)

@@ -4,21 +4,29 @@ A genuine render differs from photos globally (tone, noise, texture, materials) 
 distance to the real memory bank (:mod:`.memory_bank`) is high nearly everywhere, so that distance
 alone says "everywhere". The set's other renders share the global look, so the distance to *their*
 patches is low wherever the render is typical of its set and high where a detail is unusual even
-for a render like this. The ``reference`` score of a synthetic image is the geometric mean of the
-two novelties, each in units of its own typical value::
+for a render like this. The ``reference`` score of a synthetic image is a weighted geometric mean
+of the two novelties, each in units of its own typical value::
 
-    score = sqrt(R * S)      R: distance to the real bank, 1 = typical of a real location
-                             S: distance to the set's bank, 1 = typical of a location of the set
+    score = R^(1 - a) S^a    R: distance to the real bank, 1 = typical of a real location
+                             S: distance to the set's other images, 1 = typical of the set
 
-(the mean of the two log-novelties: a location must be unusual for both references to score high).
+(a weighted mean of the two log-novelties: a location must be unusual for both references to score
+high; ``a = clip(1 - c, 0, 1)`` from the set's coherence ``c``, below).
 For a real image the two references are one, the real images, so its score is ``R`` -- the scores
 the mask threshold is calibrated on, exactly as without the set's reference.
 
-Each set's bank is a memory bank (:func:`~.memory_bank.fit_bank`, the real bank's settings and
-the real bank's feature scales, so both distances are in one metric) of the set's synthetic images of
-one fold; a synthetic image is scored by the other fold's bank, the one that does not hold it
-(:func:`set_bank_folds`). ``S`` is divided by its median over the set's cross-fitted locations.
-A set with fewer than two synthetic images has no second reference: its score is ``R``.
+``S`` is the squared distance of each location to the nearest patch of the set's *other* synthetic
+images (leave one out: :func:`set_distances`; every patch kept, no coreset and no density step, so a
+detail that recurs in several renders is still matched by its own kind and one that no other render
+has stays far), in the real bank's feature scales so both distances are in one metric, and divided by
+its median over the set's locations. A set of more than ``set_images + 1`` images compares each image
+with ``set_images`` of a fixed seeded sample (:func:`set_reference`), so time grows linearly with the
+set. A set with fewer than two synthetic images has no second reference: its score is ``R``.
+
+The set's coherence ``c`` (which sets the exponent ``a``) is estimated with coreset banks of each fold
+of the set (:func:`fit_set_bank`, :func:`set_bank_folds`; stored as ``set_bank``): the median
+squared distance of at most :data:`COHERENCE_IMAGES` images per fold to the set bank that does not
+hold them over that to the real bank.
 
 With ``set_location`` (efficientnet_lite0's default) the set's layout is a reference too: a synthetic
 image's score at each location is divided by ``(m / M)^a``, ``m`` the median score of the set's
@@ -29,7 +37,7 @@ places. A set of fewer than three images skips it.
 
 Attribution stays exact: with ``r_c``, ``s_c`` the channels' shares of ``R`` and ``S`` at a location
 (:func:`~.memory_bank.bank_distances` splits a squared distance by feature), the score is
-``sum_c score * (r_c / R + s_c / S) / 2`` (:func:`geometric_shares`).
+``sum_c score * ((1 - a) r_c / R + a s_c / S)`` (:func:`geometric_shares`).
 
 Measured (efficientnet_lite0, ImageNet weights; pixel AUROC / AP, see :mod:`.settings`).
 """
@@ -41,12 +49,13 @@ import pandas as pd
 import torch
 
 from .features import batches
-from .memory_bank import MemoryBank, bank_distances, bank_patches, bank_spread, fit_bank, nearest_patches, smooth_cells
+from .memory_bank import MemoryBank, bank_distances, bank_patches, fit_bank, nearest_patches, smooth_cells
 
 # images per fold whose raw distances estimate a set's coherence
 COHERENCE_IMAGES = 16
 
-__all__ = ["COHERENCE_IMAGES", "fit_set_bank", "raw_distances", "geometric_shares", "set_bank_folds", "set_distances", "set_members", "smooth_all"]
+__all__ = ["COHERENCE_IMAGES", "fit_set_bank", "geometric_shares", "others", "raw_distances", "set_bank_folds", "set_distances",
+           "set_members", "set_reference", "smooth_all"]
 
 
 def set_bank_folds(model_of: np.ndarray, syn_idx: np.ndarray) -> dict[int, np.ndarray]:
@@ -77,23 +86,42 @@ def fit_set_bank(tree, layers: list[str], idx: np.ndarray, scale: np.ndarray, gr
                     projection=bank_params["projection"], seed=bank_params["seed"])
 
 
-def set_distances(tree, layers: list[str], rows: np.ndarray, targets: np.ndarray, bank: MemoryBank,
-                  grid: tuple[int, int], bank_params: dict, w: dict[str, float], out: dict[str, np.ndarray],
-                  batch_size: int = 16) -> None:
-    """Fill ``out[layer][rows]`` with each layer's share of the squared distance of the images
-    ``targets[rows]`` to ``bank`` (density-normalised as the real bank's), undone from the layer's
-    fusion weight (as the real bank's layer maps are)."""
-    bank_t = torch.from_numpy(bank.bank)
-    spread = bank_spread(bank_t, int(bank_params["density"]))
+def set_reference(members: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """The images of a set that its synthetic images are compared with: all ``members`` when they are
+    at most ``limit + 1``, else a seeded random ``limit + 1`` of them, the same for every image (each
+    image then leaves itself out: :func:`others`)."""
+    if members.size <= limit + 1:
+        return np.asarray(members)
+    return np.sort(np.random.default_rng([int(seed), 17]).choice(members, limit + 1, replace=False))
+
+
+def others(reference: np.ndarray, image: int, limit: int) -> np.ndarray:
+    """Positions in ``reference`` of the images ``image`` is compared with: every one but itself, at
+    most ``limit``."""
+    return np.flatnonzero(reference != image)[:limit]
+
+
+def set_distances(tree, layers: list[str], rows: np.ndarray, targets: np.ndarray, reference: np.ndarray,
+                  scale: np.ndarray, slices: dict[str, tuple[int, int]], grid: tuple[int, int], bp: dict,
+                  w: dict[str, float], out: dict[str, np.ndarray], batch_size: int = 16) -> None:
+    """Fill ``out[layer][rows]`` with each layer's share of the squared distance of every location of
+    the images ``targets[rows]`` to the nearest patch of their set's *other* images (``reference``
+    less the image itself, at most ``bp["set_images"]``; patches scaled by the real bank's ``scale``,
+    every patch kept: no coreset, no density step), undone from the layer's fusion weight (as the real
+    bank's layer maps are)."""
+    scale_t = torch.from_numpy(scale)
+    pool, centre, limit = int(bp["pool"]), bool(bp["centre"]), int(bp["set_images"])
+    ref = bank_patches(tree, layers, reference, scale_t, grid, pool, centre)
+    ref = ref.permute(0, 2, 3, 1).reshape(reference.size, grid[0] * grid[1], -1)
     total = sum(w[l] for l in layers)
     for b in batches(rows.size, batch_size):
         r = rows[b]
-        q = bank_patches(tree, layers, targets[r], torch.from_numpy(bank.scale), grid, int(bank_params["pool"]),
-                         bool(bank_params["centre"]))
-        q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
-        diff = bank_distances(q, bank_t, spread)
-        for l, (a, z) in bank.slices.items():
-            out[l][r] = (diff[:, a:z].sum(1) * (total / w[l])).reshape(r.size, *grid).numpy()
+        q = bank_patches(tree, layers, targets[r], scale_t, grid, pool, centre)
+        q = q.permute(0, 2, 3, 1).reshape(r.size, grid[0] * grid[1], -1)
+        for j, row in enumerate(r):
+            diff = bank_distances(q[j], ref[others(reference, int(targets[row]), limit)].reshape(-1, q.shape[2]))
+            for l, (a, z) in slices.items():
+                out[l][row] = (diff[:, a:z].sum(1) * (total / w[l])).reshape(*grid).numpy()
 
 
 def raw_distances(tree, layers: list[str], idx: np.ndarray, bank: MemoryBank, grid: tuple[int, int],
