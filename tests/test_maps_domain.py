@@ -144,3 +144,38 @@ def test_too_few_images_say_how_many_the_domain_map_needs(tmp_path, monkeypatch)
     assert "domain" not in res and any("domain maps skipped" in n for n in res["reference"].notes)
     assert stored_methods(store) == ["reference"]
     np.testing.assert_array_equal(read_maps(store, "reference")["score"].values, ref)
+
+
+def test_relabelling_stops_learning_a_pasted_photo_as_synthetic():
+    # image-level labels: a synthetic image's pasted photo (30% of its patches, from photos a little
+    # unlike the real set: feature 1) is labelled "synthetic" with its render (feature 0). The refit
+    # without the patches the first fit finds real-looking ranks render above pasted photo better,
+    # and the pasted photo closer to the real patches.
+    from sklearn.metrics import roc_auc_score
+
+    from fakesegment_nb.maps.domain import _train
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(3000, 2))
+    render = rng.normal(size=(2100, 2)) + [3.0, 0.0]
+    pasted = rng.normal(size=(900, 2)) + [0.0, 1.5]
+    x = np.r_[real, render, pasted].astype(np.float32)
+    y = np.r_[np.zeros(3000, int), np.ones(3000, int)]
+    auc = {}
+    for relabel in (None, 0.9):
+        coef, centre = _train(x, y, 0.01, 0, relabel)
+        np.testing.assert_allclose(centre, real.mean(0), atol=1e-5)  # the real patches are all kept
+
+        def score(a):
+            return (a - centre) @ coef
+        auc[relabel] = (roc_auc_score(np.r_[np.ones(2100), np.zeros(900)], np.r_[score(render), score(pasted)]),
+                        roc_auc_score(np.r_[np.zeros(3000), np.ones(900)], np.r_[score(real), score(pasted)]))
+    assert auc[0.9][0] > auc[None][0] + 0.03
+    assert auc[0.9][1] < auc[None][1] - 0.02
+
+
+def test_a_relabel_outside_zero_to_one_is_refused():
+    from fakesegment_nb.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="relabel must be None or a quantile"):
+        domain_maps(unpaired_store(), domain={"relabel": 1.5})

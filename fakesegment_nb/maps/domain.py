@@ -12,7 +12,11 @@ a real image is "real", every patch of a synthetic image "synthetic"):
   location is one vector of every layer's channel means and spreads;
 * **classifier**: scikit-learn's ``LogisticRegression`` (L2, ``C``, balanced class weights) on
   standardised features (``StandardScaler``), fitted on at most ``max_patches`` patches (and
-  ``max_values`` patches x features): an equal, seeded random share of every image's locations. Linear, so the score is exactly a sum of
+  ``max_values`` patches x features): an equal, seeded random share of every image's locations;
+  with ``relabel`` (a quantile ``q``), refitted once without the synthetic patches that the first
+  fit scores at or below the ``q`` quantile of the real patches' scores -- the image-level label
+  "synthetic" is wrong for a synthetic image's real-looking parts, and the refit no longer learns
+  them as synthetic (multiple-instance relabelling, as mi-SVM does). Linear, so the score is exactly a sum of
   per-feature terms (:func:`domain_terms`) and :func:`fakesegment_nb.segments.attribute` splits a
   region's score by layer and channel without approximation (a channel's share is the sum of its
   mean's and its spread's terms);
@@ -164,16 +168,31 @@ def domain_terms(q: torch.Tensor, coef: np.ndarray, centre: np.ndarray) -> torch
     return (q - m) * w
 
 
-def _train(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(weights on raw features, mean real patch) of a standardised, balanced logistic regression."""
+def _fit_linear(x: np.ndarray, y: np.ndarray, c: float, seed: int) -> np.ndarray:
+    """Weights on raw features of a standardised, balanced logistic regression."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
     scaler = StandardScaler().fit(x)
     clf = LogisticRegression(C=c, class_weight="balanced", max_iter=1000, random_state=seed)
     clf.fit(scaler.transform(x), y)
-    coef = clf.coef_[0] / scaler.scale_
-    return coef.astype(np.float32), x[y == 0].mean(0).astype(np.float32)
+    return (clf.coef_[0] / scaler.scale_).astype(np.float32)
+
+
+def _train(x: np.ndarray, y: np.ndarray, c: float, seed: int,
+           relabel: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(weights on raw features, mean real patch) of the classifier; with ``relabel`` a quantile
+    ``q``, refitted once on the real patches and the synthetic patches the first fit scores above the
+    ``q`` quantile of the real patches' scores (a synthetic image's real-looking patches -- a photo
+    pasted in, a surface rendered as a photo shows it -- no longer count as "synthetic")."""
+    coef = _fit_linear(x, y, c, seed)
+    centre = x[y == 0].mean(0).astype(np.float32)
+    if relabel is not None:
+        s = (x - centre) @ coef
+        keep = (y == 0) | (s > np.quantile(s[y == 0], float(relabel)))
+        if keep[y == 1].any():  # else no synthetic patch looks more synthetic than the real ones: keep the fit
+            coef = _fit_linear(x[keep], y[keep], c, seed)
+    return coef, centre
 
 
 def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str], params: dict,
@@ -218,7 +237,8 @@ def fit_domain(tree, syn_idx: np.ndarray, real_idx: np.ndarray, layers: list[str
     for k in range(folds):
         sel = fold != k
         x = train[sel].reshape(-1, start)
-        coef[k], centre[k] = _train(x, np.repeat(y[sel], per_image), float(params["C"]), seed)
+        coef[k], centre[k] = _train(x, np.repeat(y[sel], per_image), float(params["C"]), seed,
+                                    params.get("relabel"))
         patches.append(int(x.shape[0]))
     del train
     out = {l: np.zeros((images.size, *grid), np.float32) for l in layers}
