@@ -44,7 +44,7 @@ from .maps.features import centre, read_features
 from .maps.gaussian import mahalanobis_terms
 from .maps.domain import domain_patches, domain_terms
 from .maps.features import set_of_images
-from .maps.memory_bank import bank_distances, bank_patches, bank_spread, smooth_cells
+from .maps.memory_bank import bank_distances, bank_spread, patch_rows, smooth_cells
 from .maps.set_novelty import others, set_members, set_reference
 from .maps.paired import components_used, paired_spreads, paired_terms
 from .maps.reference import layer_gaussian
@@ -217,8 +217,7 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     layers = list(slices)
     grid = tuple(ds[f"layer_{layers[0]}"].shape[1:])
     bp = params["bank"]
-    q = bank_patches(tree, layers, np.array([pos]), scale, grid, int(bp["pool"]), bool(params.get("centre", False)))
-    q = q[0].reshape(q.shape[1], -1).T
+    q = patch_rows(tree, layers, np.array([pos]), scale, grid, int(bp["pool"]), bool(params.get("centre", False)))[0]
 
     def terms(b, divisor=None, density=int(bp.get("density", 0))):  # (D, h, w) per-channel terms, as computed
         t = bank_distances(q, b, bank_spread(b, density)).numpy()
@@ -230,17 +229,18 @@ def _bank_terms(tree, ds, params, pos: int, m: np.ndarray) -> dict[str, np.ndarr
     r = terms(bank, loc) / params["layer_scales"][layers[0]]
     per_cell = r
     sets = [s_["set"] for s_ in params.get("sets", [])] if "set_weight" in ds else []
-    own = set_of_images(image_table(tree))[pos]
+    table = image_table(tree)
+    image_sets = set_of_images(table)
+    own = image_sets[pos]
     if own in sets and float(ds["set_weight"].values[sets.index(own)]) > 0:
         s_ = sets.index(own)
         a = float(ds["set_weight"].values[s_])
         if "set_images" in bp:  # the set's other images (set_novelty.set_distances), read from the store
-            table = image_table(tree)
-            ref = set_reference(set_members(set_of_images(table), table)[own], int(bp["set_images"]),
+            ref = set_reference(set_members(image_sets, table)[own], int(bp["set_images"]),
                                 int(params.get("seed", 0)))
-            near = bank_patches(tree, layers, ref[others(ref, pos, int(bp["set_images"]))], scale, grid,
-                                int(bp["pool"]), bool(params.get("centre", False)))
-            st = terms(near.permute(0, 2, 3, 1).reshape(-1, near.shape[1]), density=0)
+            near = patch_rows(tree, layers, ref[others(ref, pos, int(bp["set_images"]))], scale, grid,
+                              int(bp["pool"]), bool(params.get("centre", False)))
+            st = terms(near.flatten(0, 1), density=0)
         else:  # maps written before: the set's stored coreset bank of the other fold
             st = terms(_stored_bank(ds, "set_bank", s_, k))
         st = st / float(ds["set_scale"].values[s_])

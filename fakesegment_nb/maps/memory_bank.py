@@ -22,7 +22,7 @@ from .features import batches, read_features, real_spread
 from .features import centre as centre_features
 
 __all__ = ["MemoryBank", "bank_distances", "bank_patches", "bank_spread", "fit_bank", "fit_memory_bank",
-           "greedy_coreset", "nearest_patches", "neighbourhood_patches", "smooth_cells"]
+           "greedy_coreset", "nearest_patches", "neighbourhood_patches", "patch_rows", "smooth_cells"]
 
 
 def neighbourhood_patches(feats: dict[str, torch.Tensor], grid: tuple[int, int], pool: int) -> torch.Tensor:
@@ -152,6 +152,14 @@ def bank_patches(tree, layers: list[str], idx: np.ndarray, scale_t: torch.Tensor
     return neighbourhood_patches(feats, grid, pool) * scale_t[None, :, None, None]
 
 
+def patch_rows(tree, layers: list[str], idx: np.ndarray, scale_t: torch.Tensor, grid: tuple[int, int],
+               pool: int, centre: bool) -> torch.Tensor:
+    """:func:`bank_patches` as one row per location: ``(len(idx), cells, D)``, cells in row-major
+    grid order."""
+    p = bank_patches(tree, layers, idx, scale_t, grid, pool, centre)
+    return p.permute(0, 2, 3, 1).reshape(p.shape[0], grid[0] * grid[1], -1)
+
+
 def fit_bank(patches: Iterable[torch.Tensor], n_images: int, scale: np.ndarray, slices: dict[str, tuple[int, int]],
              *, ratio: float = 0.1, max_size: int = 1024, max_candidates: int = 16384, projection: int = 128,
              seed: int = 0) -> MemoryBank:
@@ -214,8 +222,7 @@ def fit_memory_bank(tree, layers: list[str], idx: np.ndarray, w: dict[str, float
 
     def patches():
         for b in batches(idx.size, batch_size):
-            p = bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
-            yield p.permute(0, 2, 3, 1).reshape(p.shape[0], grid[0] * grid[1], -1)
+            yield patch_rows(tree, layers, idx[b], scale_t, grid, pool, centre)
 
     return fit_bank(patches(), int(idx.size), scale, slices, ratio=ratio, max_size=max_size,
                     max_candidates=max_candidates, projection=projection, seed=seed)

@@ -59,7 +59,7 @@ from ..store import image_table, layer_names, partners
 from .features import as_tree, batches, centre as centre_features, input_size, read_features, set_of_images
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fused_batches
-from .memory_bank import bank_distances, bank_patches, bank_spread, fit_memory_bank, smooth_cells
+from .memory_bank import bank_distances, bank_spread, fit_memory_bank, patch_rows, smooth_cells
 from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
                           set_members, set_reference, smooth_all)
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
@@ -396,8 +396,7 @@ def _memory_bank_layer_maps(tree, layers, w, fold, model_of, targets, batch_size
         sel = np.flatnonzero(model_of[targets] == k)
         for b in batches(sel.size, batch_size):
             rows = sel[b]
-            q = bank_patches(tree, layers, targets[rows], scale_t, grid, fit["pool"], fit["centre"])
-            q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+            q = patch_rows(tree, layers, targets[rows], scale_t, grid, fit["pool"], fit["centre"]).flatten(0, 1)
             diff = bank_distances(q, bank_t, spread)
             for l, (a, z) in mb.slices.items():
                 # the layer's share of the squared distance, undone from its fusion weight

@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from .features import batches
-from .memory_bank import MemoryBank, bank_distances, bank_patches, fit_bank, nearest_patches, smooth_cells
+from .memory_bank import MemoryBank, bank_distances, fit_bank, nearest_patches, patch_rows, smooth_cells
 
 # images per fold whose raw distances estimate a set's coherence
 COHERENCE_IMAGES = 16
@@ -73,8 +73,7 @@ def fit_set_bank(tree, layers: list[str], idx: np.ndarray, scale: np.ndarray, gr
 
     def patches():
         for b in batches(idx.size, batch_size):
-            p = bank_patches(tree, layers, idx[b], scale_t, grid, pool, centre)
-            yield p.permute(0, 2, 3, 1).reshape(p.shape[0], grid[0] * grid[1], -1)
+            yield patch_rows(tree, layers, idx[b], scale_t, grid, pool, centre)
 
     slices, start = {}, 0
     for l in layers:
@@ -111,13 +110,11 @@ def set_distances(tree, layers: list[str], rows: np.ndarray, targets: np.ndarray
     bank's layer maps are)."""
     scale_t = torch.from_numpy(scale)
     pool, centre, limit = int(bp["pool"]), bool(bp["centre"]), int(bp["set_images"])
-    ref = bank_patches(tree, layers, reference, scale_t, grid, pool, centre)
-    ref = ref.permute(0, 2, 3, 1).reshape(reference.size, grid[0] * grid[1], -1)
+    ref = patch_rows(tree, layers, reference, scale_t, grid, pool, centre)
     total = sum(w[l] for l in layers)
     for b in batches(rows.size, batch_size):
         r = rows[b]
-        q = bank_patches(tree, layers, targets[r], scale_t, grid, pool, centre)
-        q = q.permute(0, 2, 3, 1).reshape(r.size, grid[0] * grid[1], -1)
+        q = patch_rows(tree, layers, targets[r], scale_t, grid, pool, centre)
         for j, row in enumerate(r):
             diff = bank_distances(q[j], ref[others(reference, int(targets[row]), limit)].reshape(-1, q.shape[2]))
             for l, (a, z) in slices.items():
@@ -128,9 +125,8 @@ def raw_distances(tree, layers: list[str], idx: np.ndarray, bank: MemoryBank, gr
                   bank_params: dict) -> np.ndarray:
     """The squared distance of every location of the images ``idx`` to its nearest row of ``bank``
     (no density normalisation): ``(len(idx) * cells,)``."""
-    q = bank_patches(tree, layers, idx, torch.from_numpy(bank.scale), grid, int(bank_params["pool"]),
-                     bool(bank_params["centre"]))
-    q = q.permute(0, 2, 3, 1).reshape(-1, q.shape[1])
+    q = patch_rows(tree, layers, idx, torch.from_numpy(bank.scale), grid, int(bank_params["pool"]),
+                   bool(bank_params["centre"])).flatten(0, 1)
     b = torch.from_numpy(bank.bank)
     return ((q - b[nearest_patches(q, b)]) ** 2).sum(1).numpy()
 
