@@ -33,7 +33,7 @@ import torch
 
 from . import __version__
 from .backbones import DEFAULT_MODEL, Backbone
-from .errors import ImageError, ParameterError
+from .errors import FakesegmentError, ImageError, ParameterError
 from .images import load_rgb
 from .manifest import Entry, build_manifest, image_files
 from .sets import check_set_name, choose_set, place_set, real_pairs
@@ -300,6 +300,9 @@ def extract(real, synthetic, store, pairs=None, model: str = DEFAULT_MODEL, weig
                                 device, result, report, progress)
         elif todo:
             _extract_local(writer, attrs, todo, backbone, batch_size, result, report, progress)
+        if not writer.exists():  # a new store, and not one of its images could be decoded
+            raise FakesegmentError(f"none of the {len(result.failed)} images could be decoded (each is named "
+                                   "above): nothing was stored")
         _update_pairs(writer, manifest)
         for name in writer.drop_stale_maps():
             result.notes.append(f"{name} removed: it covered fewer images; run `fakesegment maps` again")

@@ -107,6 +107,26 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, pair_dirs):
     assert all(tree[f"layers/{name}/features"].shape[0] == 2 for name in FAST_LAYERS)
 
 
+def test_folders_of_unreadable_images_only_are_refused_in_one_line(tmp_path, capsys):
+    from fakesegment_nb.cli import main
+
+    real, syn = tmp_path / "real", tmp_path / "syn"
+    for d in (real, syn):
+        d.mkdir()
+        (d / "broken.png").write_bytes(b"not an image")
+    (real / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(200))
+    with pytest.raises(FakesegmentError, match="none of the 3 images could be decoded"):
+        extract(real, syn, tmp_path / "s.zarr", model=FAST_MODEL, layers=FAST_LAYERS, weights="random:0",
+                progress=False, report=lambda m: None)
+    capsys.readouterr()
+    rc = main(["extract", "--real", str(real), "--synthetic", str(syn), "--store", str(tmp_path / "t.zarr"),
+               "--model", FAST_MODEL, "--layers", ",".join(FAST_LAYERS), "--weights", "random:0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert [l for l in err.splitlines() if l.startswith("fakesegment: error")] == [
+        "fakesegment: error: none of the 3 images could be decoded (each is named above): nothing was stored"]
+
+
 def test_store_from_another_network_is_refused_and_kept(tmp_path, fast_store, pair_dirs):
     store = tmp_path / "s.zarr"
     shutil.copytree(fast_store, store)
