@@ -277,6 +277,10 @@ def main(argv=None) -> int:
     except FakesegmentError as exc:
         print(f"fakesegment: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path the file system refuses: an --out that is a file, a --json that is a folder
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"fakesegment: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fakesegment: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -73,6 +73,20 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path, pair_dirs):
     assert not store.exists() or not (store / "zarr.json").exists()
 
 
+def test_an_output_path_the_file_system_refuses_is_one_line(tmp_path, fast_store):
+    import shutil
+
+    store = shutil.copytree(fast_store, tmp_path / "s.zarr")
+    (tmp_path / "afile").write_text("not a folder")
+    p = run("stats", "--store", store, "--out", tmp_path / "afile")
+    assert p.returncode == 2 and one_line_error(p) == f"fakesegment: error: File exists: {tmp_path / 'afile'}"
+    assert "Not a directory" in one_line_error(run("stats", "--store", store, "--out", tmp_path / "afile" / "sub"))
+    assert (tmp_path / "afile").read_text() == "not a folder"
+    ok = run("stats", "--store", store, "--out", tmp_path / "stats")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "stats" / "layers.csv").is_file()
+
+
 def test_a_trained_lite0_store_is_not_extended_with_ssd(tmp_path, pair_dirs):
     store = tmp_path / "lite0.zarr"
     p = run("extract", "--real", pair_dirs[0], "--synthetic", pair_dirs[1], "--store", store,
