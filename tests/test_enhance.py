@@ -157,6 +157,8 @@ def test_bad_input_is_one_line_and_exit_2(tiny, trained, tmp_path, capsys):
                       ("future.pt", "enhancer/99"), ("mismatch.pt", "does not fit"), ("missing.pt", "does not exist")):
         cases[msg] = ["enhance", "apply", "--enhancer", str(tmp_path / name), "--images", str(syn),
                       "--out", str(tmp_path / "o"), "--quiet"]
+    cases["is a folder, not an enhancer file"] = ["enhance", "apply", "--enhancer", str(tmp_path / "empty"),
+                                                  "--images", str(syn), "--out", str(tmp_path / "o"), "--quiet"]
     cases["holds no images"] = ["enhance", "apply", "--enhancer", str(trained.path), "--images",
                                 str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--quiet"]
     cases["crop"] = ["enhance", "train", "--real", str(real), "--synthetic", str(syn), "--out", out,

@@ -141,6 +141,8 @@ def load_enhancer(path: str | Path) -> tuple[Enhancer, dict]:
         file, of another format version, or its tensors do not fit the network it describes.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FakesegmentError(f"{path} is a folder, not an enhancer file (make one with `fakesegment enhance train`)")
     if not path.is_file():
         raise FakesegmentError(f"enhancer file {path} does not exist")
     from ..weights import read_torch_file
