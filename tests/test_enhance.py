@@ -14,7 +14,7 @@ from PIL import Image
 
 from fakesegment_nb.cli import main
 from fakesegment_nb.enhance import (DEFAULT_LAYERS, Enhancer, apply_enhancer, content_ssim, enhance_array, holdout_split,
-                                    load_enhancer, save_enhancer, train_enhancer)
+                                    load_enhancer, save_enhancer, train_enhancer, working_size)
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.manifest import scan_folder
 
@@ -94,6 +94,8 @@ def test_apply_writes_same_relative_paths_any_image_kind_reproducibly(trained, t
     sizes = _odd_images(tmp_path / "in")
     res = apply_enhancer(trained.path, tmp_path / "in", tmp_path / "out", progress=False)
     assert res.written == len(sizes) and len(res.failed) == 1 and "broken.png" in res.failed[0]
+    size = trained.meta["input_size"]
+    assert res.scale == (size, size)  # whole images resized to the input: the local steps run there
     for rel, hw in sizes.items():
         im = Image.open(tmp_path / "out" / rel)
         assert im.mode == "RGB" and im.size == hw[::-1], rel
@@ -111,6 +113,41 @@ def test_a_fresh_enhancer_is_the_identity_up_to_faint_grain(tiny):
     out = enhance_array(Enhancer().eval(), img).astype(int)
     assert np.abs(out - img).max() <= 1 and np.abs(out - img).mean() < 0.2  # grain of 1/4 level
     assert np.array_equal(enhance_array(Enhancer(noise=False).eval(), img), img)
+
+
+def test_working_size_follows_how_the_enhancer_was_trained():
+    assert working_size({"input_size": 320, "crop": None, "native": False}) == (320, 320)
+    assert working_size({"input_size": 320, "crop": 224, "native": False}) is None
+    assert working_size({"input_size": 320, "crop": None, "native": True}) is None
+    assert working_size({}) is None
+
+
+def test_local_steps_at_the_trained_scale_reproduce_the_trained_output_at_that_scale():
+    """An image 4x larger than the scale the enhancer learned at: run there and upsampled, the local
+    steps give, seen at that scale again, what the enhancer gives on the image resized to it; run at
+    full resolution their 3x3 kernels act on 4x finer pixels and do something else."""
+    torch.manual_seed(0)
+    net = Enhancer(noise=False).eval()
+    with torch.no_grad():
+        net.residual[-1].weight.normal_(0, 0.3)  # a residual that changes the image (0.12 on average)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
+    small = torch.stack([0.5 + 0.4 * torch.sin(9 * xx + 5 * yy), 0.5 + 0.3 * torch.cos(7 * yy),
+                         (xx * yy) ** 0.5])[None]
+    x = torch.nn.functional.interpolate(small, scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
+    down = lambda t: torch.nn.functional.interpolate(t, size=(32, 48), mode="bilinear", antialias=True,
+                                                     align_corners=False)
+    with torch.no_grad():
+        target = net(down(x).clamp(0, 1))
+        scaled = net.at_scale(x, (32, 48))
+        full = net(x)
+        identity = Enhancer(noise=False).eval().at_scale(x, (32, 48))
+    assert scaled.shape == x.shape
+    err_scaled = (down(scaled) - target).abs().mean()
+    err_full = (down(full) - target).abs().mean()
+    assert (target - down(x)).abs().mean() > 0.1
+    assert err_scaled < 0.002 and err_scaled < err_full / 4, (err_scaled, err_full)  # measured 0.0010, 0.0062
+    assert torch.allclose(identity, x, atol=1e-5)  # a fresh enhancer stays the identity at any scale
+    assert torch.equal(net.at_scale(x, None), full) and torch.equal(net.at_scale(x, tuple(x.shape[-2:])), full)
 
 
 def test_holdout_split_keeps_scenes_together_and_apart(tmp_path):

@@ -1,7 +1,8 @@
 """Applying a trained enhancer to a folder of images.
 
 The enhancer is only the small network: applying it needs no backbone. Every image is decoded
-as extraction decodes it (8-bit RGB), enhanced at its own resolution, and written under ``out``
+as extraction decodes it (8-bit RGB), enhanced at its own resolution -- its local steps at the scale
+they were trained at (:func:`~.network.working_size`, :meth:`~.network.Enhancer.at_scale`) -- and written under ``out``
 with the same relative path and format (JPEG at quality 95; PNG at zlib level 1: lossless all
 the same, and at 1 MP several times faster to write than the default level 6). Unreadable files are reported by
 name and skipped.
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import FakesegmentError, ImageError, ParameterError
 from ..images import load_rgb
 from ..manifest import scan_folder
-from .network import Enhancer, load_enhancer, noise_generator
+from .network import Enhancer, load_enhancer, noise_generator, working_size
 
 __all__ = ["apply_enhancer", "enhance_array", "ApplyResult"]
 
@@ -32,14 +33,17 @@ class ApplyResult:
     written: int = 0
     failed: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    scale: tuple[int, int] | None = None  # where the local steps ran (None: each image's own resolution)
 
 
-def enhance_array(enhancer: Enhancer, image: np.ndarray, seed: int = 0) -> np.ndarray:
-    """One uint8 RGB image ``(H, W, 3)`` -> its enhanced uint8 copy; the grain is seeded by
-    ``seed`` and the image's pixels, so the result is reproducible."""
+def enhance_array(enhancer: Enhancer, image: np.ndarray, seed: int = 0,
+                  scale: tuple[int, int] | None = None) -> np.ndarray:
+    """One uint8 RGB image ``(H, W, 3)`` -> its enhanced uint8 copy, the local steps run at ``scale``
+    (height, width; None: the image's own; :meth:`~.network.Enhancer.at_scale`); the grain is seeded
+    by ``seed`` and the image's pixels, so the result is reproducible."""
     x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float().div(255)  # a writable copy
     with torch.no_grad():
-        y = enhancer(x, generator=noise_generator(seed, image))
+        y = enhancer.at_scale(x, scale, generator=noise_generator(seed, image))
     return (y[0].permute(1, 2, 0).mul(255).round().clamp(0, 255)).to(torch.uint8).numpy()
 
 
@@ -92,7 +96,7 @@ def apply_enhancer(enhancer, images, out, progress: bool = True) -> ApplyResult:
     if dst == src or src in dst.parents:
         raise ParameterError("out", f"{out} must not be the images folder or inside it")
     seed = int(meta.get("seed", 0))
-    res = ApplyResult(Path(out), meta=meta)
+    res = ApplyResult(Path(out), meta=meta, scale=working_size(meta))
     loader = DataLoader(_Decoded(entries), batch_size=None, num_workers=0, collate_fn=_as_is)
     net.eval()
     for i, arr, err in tqdm(loader, total=len(entries), desc="enhance apply", unit="img", disable=not progress,
@@ -101,6 +105,6 @@ def apply_enhancer(enhancer, images, out, progress: bool = True) -> ApplyResult:
             res.failed.append(err)
             continue
         rel = entries[i].image.split("/", 1)[1]
-        _write(enhance_array(net, arr, seed), Path(out) / rel)
+        _write(enhance_array(net, arr, seed, res.scale), Path(out) / rel)
         res.written += 1
     return res

@@ -12,6 +12,11 @@
    channel, with a signal-dependent standard deviation ``sqrt(read^2 + shot * y)`` per channel
    (read and shot noise), both learned in log space from near zero.
 
+Steps 2 and 3 are local: their effect depends on the pixel scale they run at. An enhancer trained
+on whole images resized to the network's input learned them at that scale, so
+:meth:`Enhancer.at_scale` applies them there and adds their upsampled result to the image toned
+at its own resolution (:func:`working_size` says which scale a saved enhancer was trained at).
+
 A fresh enhancer is the identity up to grain of 0.001 (a quarter of an 8-bit level). The noise
 is drawn from a generator seeded by the enhancer's seed and the image's pixels, so the same
 enhancer writes the same output for the same image, on every run.
@@ -34,7 +39,7 @@ from torch import nn
 
 from ..errors import FakesegmentError
 
-__all__ = ["Enhancer", "FORMAT", "save_enhancer", "load_enhancer", "noise_generator"]
+__all__ = ["Enhancer", "FORMAT", "save_enhancer", "load_enhancer", "noise_generator", "working_size"]
 
 FORMAT = "fakesegment_nb.enhancer/1"
 
@@ -112,6 +117,30 @@ class Enhancer(nn.Module):
                 + self.log_shot.exp()[None, :, None, None] * y.detach().clamp(0, 1)
             y = y + n * var.sqrt()
         return y.clamp(0, 1)
+
+    def at_scale(self, x: torch.Tensor, size: tuple[int, int] | None, noise: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Enhance ``x`` with the local steps (residual, grain) run at ``size`` (height, width):
+        ``tone(x) + up(enhanced(down(x)) - tone(down(x)))``, down and up bilinear (down
+        antialiased, as training resizes), so the image keeps its own resolution and the local steps
+        act at the pixel scale they were trained at. ``size`` None or ``x``'s own size: :meth:`forward`.
+        ``noise``, if given, has the shape of ``x`` resized to ``size``."""
+        if size is None or tuple(size) == tuple(x.shape[-2:]):
+            return self(x, noise=noise, generator=generator)
+        small = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        local = self(small, noise=noise, generator=generator) - self.tone(small)
+        up = F.interpolate(local, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+        return (self.tone(x) + up).clamp(0, 1)
+
+
+def working_size(meta: dict) -> tuple[int, int] | None:
+    """The scale an enhancer's local steps were trained at, from its file's ``meta``: the network's
+    input size for whole images resized to it (the default), None (the image's own resolution) for
+    crops at the images' own resolution or ``native`` training, or a file that does not say."""
+    size = meta.get("input_size")
+    if not size or meta.get("crop") or meta.get("native"):
+        return None
+    return (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
 
 
 def noise_generator(seed: int, image: np.ndarray) -> torch.Generator:

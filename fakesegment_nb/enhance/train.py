@@ -69,7 +69,9 @@ DEFAULT_NATIVE = False
 # p2 and p3 (split 1 -34.4/-25.2% against -5.2/-16.9%, split 2 -28.6/-23.5% against -8.2/-16.8%), and
 # its worst layer anywhere was +0.2% (randomised split 1, p3; -0.7% when re-run at stop 27, docs/loss.md
 # fifth round) against +4.1% (p5); on the probe it
-# still cuts every layer's held-out FID by 34-75%, less than "layer" did (38-78%).
+# still cuts every layer's held-out FID by 34-75%, less than "layer" did (38-78%). Those photoreal
+# figures were applied at full resolution and no longer reproduce; applied at the trained scale
+# (Enhancer.at_scale, docs/loss.md sixth round): split 1 -25.9/-34.7%, split 2 -34.2/-40.1% at p2/p3.
 BALANCES = ("layer", "term")
 DEFAULT_BALANCE = "term"
 DEFAULT_MEAN_WEIGHT = 4.0
