@@ -137,10 +137,10 @@ def working_size(meta: dict) -> tuple[int, int] | None:
     """The scale an enhancer's local steps were trained at, from its file's ``meta``: the network's
     input size for whole images resized to it (the default), None (the image's own resolution) for
     crops at the images' own resolution or ``native`` training, or a file that does not say."""
-    size = meta.get("input_size")
+    size = meta.get("input_size")  # one side: training resizes whole images to size x size
     if not size or meta.get("crop") or meta.get("native"):
         return None
-    return (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
+    return (int(size), int(size))
 
 
 def noise_generator(seed: int, image: np.ndarray) -> torch.Generator:
