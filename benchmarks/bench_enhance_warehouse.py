@@ -21,7 +21,7 @@ randomised renders enlarged to 1360x771 in the work folder) against the training
 ``enhance apply`` on those 15 images (decode, enhance, write PNG), in images per second.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_enhance_warehouse.py [--case randomised|photoreal|all]
-        [--split-seed 1] [--train-seed 0] [--speed] [--work DIR] [--steps N] [--layers p2,p3,p4,p5]
+        [--split-seed 1] [--train-seed 0] [--speed] [--work DIR] [--steps N] [--lr LR] [--layers p2,p3,p4,p5]
         [--crop 224] [--content-weight W] [--native 0|1] [--balance layer|term] [--mean-weight W]
         [--width W] [--depth D] [--adversarial W] [--quiet]
 
@@ -117,7 +117,7 @@ def run_case(case: str, data: Path, work: Path, args, train_kw: dict) -> dict:
     print(f"trained on {syn['counts']['train']} renders + {real['counts']['train']} photos; measured on the other "
           f"{syn['counts']['heldout']} renders ({', '.join(syn['heldout_keys'])}) + {real['counts']['heldout']} photos")
     print(f"enhancer: {m['model']} ({m['weights']}), layers {','.join(m['layers'])}, "
-          f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else '')}, {m['steps']} steps, content weight "
+          f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else '')}, {m['steps']} steps, lr {m['optimizer']['lr']:g}, content weight "
           f"{m['loss']['content_weight']:g}, balance {m['loss'].get('balance', 'layer')}, mean weight "
           f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, adversarial {m['loss'].get('adversarial', 0):g}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
     print(_table(df))
@@ -168,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--speed", action="store_true", help="also time training on 15 renders of ~1 MP and apply")
     ap.add_argument("--work", help="keep splits, enhancers and stores here (default: a temporary folder)")
     ap.add_argument("--steps", type=int)
+    ap.add_argument("--lr", type=float, help="Adam's learning rate of the convolutions (default: the library's)")
     ap.add_argument("--layers", help="training layers (default: the library's)")
     ap.add_argument("--crop", type=int, help="training crop (0: whole images; default: the library's)")
     ap.add_argument("--content-weight", type=float)
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
     if not (args.data / "synthetic").is_dir() or not (args.data / "real").is_dir():
         print(f"no warehouse data at {args.data} (see the project's shared data; PROVENANCE.md): nothing measured")
         return 0
-    train_kw = {k: v for k, v in (("steps", args.steps), ("crop", args.crop), ("content_weight", args.content_weight),
+    train_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("crop", args.crop), ("content_weight", args.content_weight),
                                   ("balance", args.balance), ("mean_weight", args.mean_weight),
                                   ("width", args.width), ("depth", args.depth), ("adversarial", args.adversarial),
                                   ("native", None if args.native is None else bool(args.native)),
