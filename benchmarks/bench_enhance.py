@@ -127,9 +127,12 @@ def main(argv=None) -> int:
           f"{steps} steps, seed {res.meta['seed']}; {extra or 'default settings'}")
     _print_table(df, f"held-out gap, {DEFAULT_MODEL} ({res.meta['weights']})")
     untrained = df[~df["trained"]]
-    print(f"\nheadline: FID change in the layers not trained on: "
-          + ", ".join(f"{r.layer} {r.fid_change:+.1%}" for r in untrained.itertuples())
-          + f"; trained layers: " + ", ".join(f"{r.layer} {r.fid_change:+.1%}" for r in df[df['trained']].itertuples()))
+
+    def change(rows) -> str:
+        return ", ".join(f"{r.layer} {r.fid_change:+.1%}" for r in rows.itertuples()) or "none"
+
+    print(f"\nheadline: FID change in the layers not trained on: {change(untrained)}; "
+          f"trained layers: {change(df[df['trained']])}")
     print(f"content SSIM (enhanced vs input): mean {ssim['ssim'].mean():.3f}, min {ssim['ssim'].min():.3f}")
     print(f"training: {train_s:.0f} s for {steps} steps ({train_s / steps:.2f} s/step, incl. loading the network); "
           f"1-minute load average {load:.1f} on {os.cpu_count()} CPUs (the larger of start and end)")
