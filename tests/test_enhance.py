@@ -220,6 +220,14 @@ def test_cli_train_and_apply(tiny, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "enh").iterdir()) == sorted(f"{n}.png" for n in NAMES)
 
 
+def test_cli_help_states_the_library_default_steps(capsys):
+    from fakesegment_nb.enhance import DEFAULT_STEPS
+
+    with pytest.raises(SystemExit):
+        main(["enhance", "train", "--help"])
+    assert f"optimisation steps (default {DEFAULT_STEPS})" in " ".join(capsys.readouterr().out.split())
+
+
 def test_library_errors_name_parameters(tiny):
     with pytest.raises(FakesegmentError, match="steps"):
         train_enhancer(*tiny, None, steps=0, progress=False)
