@@ -115,8 +115,8 @@ def _committed(store: Path) -> int:
         return 0
 
 
-# The runs that get killed or raced use ssd300 (~1 s an image at batch size 2 here): slow enough that the other
-# side (a kill, a second process starting up) reliably lands mid-run.
+# The runs that get killed or raced use ssd300 (0.3-1 s an image at batch size 2, by machine): slow enough for a
+# kill to land mid-run; the raced writer is paused while the second one starts (a fast machine finished first).
 SLOW = ["--model", "ssd300_vgg16", "--layers", "fc7,conv8_2", "--weights", "random:0", "--batch-size", "2"]
 
 
@@ -163,7 +163,13 @@ def test_two_writers_one_refused_nothing_lost(tmp_path, many_dirs):
     store = tmp_path / "shared.zarr"
     first = _start(real, syn, store)
     _wait_committed(store, 2, first)
-    second = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
+    # the first writer is paused mid-run, holding its lock, while the second one tries: on a fast machine
+    # it could otherwise finish its 24 images before the second process has started up
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        second = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert "another process is extracting" in one_line_error(second)
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
