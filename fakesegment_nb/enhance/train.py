@@ -76,7 +76,7 @@ DEFAULT_NATIVE = False
 # still cuts every layer's held-out FID by 34-75%, less than "layer" did (38-78%). Those photoreal
 # figures were applied at full resolution and no longer reproduce; applied at the trained scale
 # (Enhancer.at_scale, docs/loss.md sixth round): split 1 -25.9/-34.7%, split 2 -34.2/-40.1% at p2/p3
-# (150 steps); with 300 steps, on another machine (seventh round): -38.4/-44.2%, -37.2/-45.8%.
+# (150 steps, the default then; the seventh round has DEFAULT_STEPS' figures).
 BALANCES = ("layer", "term")
 DEFAULT_BALANCE = "term"
 DEFAULT_MEAN_WEIGHT = 4.0
