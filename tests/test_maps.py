@@ -200,12 +200,47 @@ def test_cross_fitting_never_scores_an_image_against_its_twin():
 
     _, store = lite0_probe()
     table = image_table(store)
-    fold, model_of = fold_models(table)
+    fold, model_of = fold_models(table, tree=open_store(store, chunks=None))
+    assert np.array_equal(read_maps(store, "reference")["reference_fold"].values, model_of)
     pos = {k: i for i, k in enumerate(table.index)}
     real = np.flatnonzero(fold >= 0)
     assert set(fold[real]) == {0, 1} and (model_of[real] != fold[real]).all()
     syn = np.flatnonzero(table["domain"].to_numpy() == "synthetic")
     assert syn.size and all(model_of[i] != fold[pos[table["pair"].iloc[i]]] for i in syn)
+
+
+def test_similar_real_images_fall_in_different_folds():
+    from fakesegment_nb.maps import similar_pairs
+
+    # two views each of subjects a, b, c in id order a b a b c c, and one odd image d: alternating
+    # in id order would put both views of a (and of b) in fold 0 (fold 1) -- each judged against a
+    # half that never saw its subject
+    rng = np.random.default_rng(0)
+    centres = {s: rng.normal(size=8) * 10 for s in "abcd"}
+    names = list("ababccd")
+    x = np.stack([centres[s] + rng.normal(size=8) * 0.1 for s in names])
+    fold = similar_pairs(x)
+    assert set(fold) == {0, 1} and abs(int((fold == 0).sum()) - int((fold == 1).sum())) <= 1
+    for s in "abc":
+        i, j = [k for k, n in enumerate(names) if n == s]
+        assert fold[i] != fold[j], s
+    assert np.array_equal(fold, similar_pairs(x))  # deterministic
+    assert np.array_equal(similar_pairs(x[:1]), [0]) and similar_pairs(x[:0]).size == 0
+
+
+def test_mutually_most_similar_real_images_of_a_store_are_split():
+    from fakesegment_nb.maps import content_descriptors, folds
+
+    _, store = lite0_probe()
+    tree = open_store(store, chunks=None)
+    table = image_table(tree)
+    real = np.flatnonzero(table["domain"].to_numpy() == "real")
+    x = content_descriptors(tree, real)
+    d = ((x[:, None] - x[None]) ** 2).sum(-1) + np.diag(np.full(real.size, np.inf))
+    nearest = d.argmin(1)
+    fold = folds(table, real, tree)[real]
+    mutual = [(i, int(j)) for i, j in enumerate(nearest) if nearest[j] == i and i < j]
+    assert mutual and all(fold[i] != fold[j] for i, j in mutual)
 
 
 def test_memory_bank_stays_bounded_as_real_images_grow():

@@ -148,6 +148,7 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     # the probe's set is incoherent (renders of unrelated photos: its own bank weighs 0), so force
     # the exponent to exercise the geometric mean R^(1-a) S^a and its split by channel
     from fakesegment_nb.maps import reference_maps
+    from fakesegment_nb.maps import as_tree
     from fakesegment_nb.maps.reference import fold_models
     from fakesegment_nb.maps.set_novelty import set_bank_folds
 
@@ -155,6 +156,9 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     auto = read_maps(src, "reference")
     sets = json.loads(auto.attrs["params"])["sets"]
     assert [s["set"] for s in sets] == ["synthetic"] and 0 <= sets[0]["weight"] <= 1 and sets[0]["coherence"] > 0
+    from fakesegment_nb.maps.set_novelty import MIN_SET_WEIGHT
+    a = float(np.clip(1 - sets[0]["coherence"], 0, 1))
+    assert sets[0]["weight"] == pytest.approx(a if a >= MIN_SET_WEIGHT else 0.0)
     store = copy_store(src, tmp_path)
     write_maps(store, reference_maps(store, bank={"set_weight": 0.5}))
     ds = read_maps(store, "reference")
@@ -167,12 +171,11 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     assert not np.allclose(ds["score"].values[syn], auto["score"].values[syn])
     # cross-fitted: no synthetic image is in the set bank that scores it
     model_of = ds["reference_fold"].values
-    assert np.array_equal(model_of, fold_models(table)[1])
+    assert np.array_equal(model_of, fold_models(table, tree=as_tree(store))[1])
     for k, members in set_bank_folds(model_of, syn).items():
         assert not (model_of[members] == k).any()
     # the set's reference is every patch of the set's *other* images: an image's own patches never
     # count (they would make its distance 0), and the distance is the brute-force nearest over the others
-    from fakesegment_nb.maps import as_tree
     from fakesegment_nb.maps.memory_bank import bank_patches
     from fakesegment_nb.maps.set_novelty import set_distances
 

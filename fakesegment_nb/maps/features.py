@@ -13,9 +13,9 @@ import xarray as xr
 
 from ..errors import FakesegmentError
 from ..store import as_tree as store_tree
-from ..store import partners
+from ..store import layer_names, partners
 
-__all__ = ["MAX_REAL_FOR_SPREAD", "as_tree", "batches", "centre", "image_pairs", "input_size", "read_features",
+__all__ = ["MAX_REAL_FOR_SPREAD", "as_tree", "batches", "centre", "content_descriptors", "image_pairs", "input_size", "read_features",
            "real_spread", "set_of_images"]
 
 # the real images the per-channel spread is estimated from, at most (a seeded random sample)
@@ -76,6 +76,17 @@ def centre(f: np.ndarray) -> np.ndarray:
     """``(B, C, h, w)`` features minus each image's per-channel median over locations: an
     image-wide change of a channel (exposure, white balance, missing grain) is not a local detail."""
     return f - np.median(f.reshape(*f.shape[:2], -1), axis=2)[:, :, None, None]
+
+
+def content_descriptors(tree, idx: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """One descriptor per stored image ``idx``: the per-channel spatial mean of the store's coarsest
+    layer (the most semantic: what the image shows rather than how it was made), standardised per
+    channel over ``idx``; ``(len(idx), C)`` float32. Read ``batch_size`` images at a time."""
+    layers = layer_names(tree)
+    coarsest = min(layers, key=lambda l: int(np.prod(tree["layers"][l]["features"].shape[2:])))
+    x = np.concatenate([read_features(tree, coarsest, np.asarray(idx)[b]).mean(axis=(2, 3))
+                        for b in batches(len(idx), batch_size)]) if len(idx) else np.zeros((0, 1), np.float32)
+    return ((x - x.mean(0)) / (x.std(0) + 1e-6)).astype(np.float32)
 
 
 def real_spread(tree, layer: str, real_idx: np.ndarray, rng: np.random.Generator,

@@ -37,7 +37,8 @@ no closer to one another than to the photos (domain-randomised renders; the prob
 unrelated photos: ``c`` about 1) has no common look to discount and keeps ``R``; a coherent set (one
 engine, one scene: ``c`` about 0.5) is scored against its own typical look as much as against the
 photos, so its global look no longer counts as a detail. Real images keep ``R``.
-Cross-fitted: real images are split into two folds (:func:`fold_models`), each real image is
+Cross-fitted: real images are split into two folds by content (:func:`folds`: each real image's most
+similar real image falls in the other fold), each real image is
 scored by the other fold's model, each synthetic image by the model of the fold that does not
 hold its own paired real image -- the method never sees a synthetic image's twin. The mask
 threshold is the ``1 - fpr`` quantile of the real images' cross-fitted scores. Each fold's fitted
@@ -56,37 +57,73 @@ import torch
 from ..calibration import DEFAULT_FPR, calibrate_batches
 from ..errors import FakesegmentError, ParameterError
 from ..store import image_table, layer_names, partners
-from .features import as_tree, batches, centre as centre_features, input_size, read_features, set_of_images
+from .features import (as_tree, batches, centre as centre_features, content_descriptors, input_size, read_features,
+                       set_of_images)
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fused_batches
 from .memory_bank import bank_distances, bank_spread, fit_memory_bank, patch_rows, smooth_cells
-from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
+from .set_novelty import (COHERENCE_IMAGES, MIN_SET_WEIGHT, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
                           set_members, set_reference, smooth_all)
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
 
-__all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps"]
+__all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps", "similar_pairs"]
 
 
-def folds(table: pd.DataFrame, real_idx: np.ndarray) -> np.ndarray:
-    """Fold (0/1) of every image position: real images alternate in id order; others -1."""
-    fold = np.full(len(table), -1, int)
-    order = real_idx[np.argsort(table.index.to_numpy()[real_idx])]
-    fold[order] = np.arange(order.size) % 2
+def similar_pairs(x: np.ndarray, neighbours: int = 10) -> np.ndarray:
+    """Fold (0/1) of each row of ``x`` (one descriptor per real image, in id order) so that similar
+    rows fall in different folds: every row is matched with its nearest unmatched row (greedily,
+    closest pairs first, among each row's ``neighbours`` nearest), the two of a pair go to
+    different folds (the one earlier in id order to fold 0), and rows left unmatched alternate in
+    id order. Deterministic; memory ``O(n x neighbours)``."""
+    n = x.shape[0]
+    fold = np.full(n, -1, int)
+    if n >= 2:
+        from sklearn.neighbors import NearestNeighbors
+
+        d, j = NearestNeighbors(n_neighbors=min(neighbours + 1, n)).fit(x).kneighbors(x)
+        a = np.repeat(np.arange(n), j.shape[1] - 1)
+        b, dist = j[:, 1:].ravel(), d[:, 1:].ravel()
+        for e in np.lexsort((np.maximum(a, b), np.minimum(a, b), dist)):  # closest first, ties by index
+            if a[e] != b[e] and fold[a[e]] < 0 and fold[b[e]] < 0:
+                fold[min(a[e], b[e])], fold[max(a[e], b[e])] = 0, 1
+    rest = np.flatnonzero(fold < 0)
+    fold[rest] = np.arange(rest.size) % 2
     return fold
 
 
-def fold_models(table: pd.DataFrame, seed: int = 0, balanced: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def folds(table: pd.DataFrame, real_idx: np.ndarray, tree=None) -> np.ndarray:
+    """Fold (0/1) of every image position; others -1.
+
+    With ``tree`` (how maps are computed): the real images are split by content,
+    :func:`similar_pairs` of their :func:`~.features.content_descriptors`, so that each real image's
+    most similar real image tends to sit in the other fold, whose model scores it (and its synthetic
+    twin): each half of the real set stands for the whole. Without (maps written before the split was
+    recorded as ``params["fold_split"]``): real images alternate in id order -- which puts every view
+    of a subject in one fold whenever the views recur with an even period (the probe's 16 photos:
+    all crops of a photo fell in one fold, so each image was judged against a half that had never
+    seen its subject).
+    """
+    fold = np.full(len(table), -1, int)
+    order = real_idx[np.argsort(table.index.to_numpy()[real_idx])]
+    fold[order] = (similar_pairs(content_descriptors(tree, order)) if tree is not None
+                   else np.arange(order.size) % 2)
+    return fold
+
+
+def fold_models(table: pd.DataFrame, seed: int = 0, balanced: bool = True,
+                tree=None) -> tuple[np.ndarray, np.ndarray]:
     """(fold of each real image or -1, fold whose model scores each image).
 
     Real images are scored by the other fold; a synthetic image by the fold that does not hold
     its paired real image. Synthetic images without a real partner alternate between the folds in
     a seeded random order (``balanced``; maps written before the ``reference_fold`` variable was
     stored drew a seeded coin per image instead, ``balanced=False``), so that both halves of a set
-    hold images (the set's own bank, :mod:`.set_novelty`).
+    hold images (the set's own bank, :mod:`.set_novelty`). ``tree``: split the real images by
+    content (:func:`folds`; maps record ``params["fold_split"] == "similar"``).
     """
     dom = table["domain"].to_numpy()
     real_idx = np.flatnonzero(dom == "real")
-    fold = folds(table, real_idx)
+    fold = folds(table, real_idx, tree)
     found = partners(table)
     partner_of = dict(zip(found["i_syn"].tolist(), found["i_real"].tolist()))
     rng = np.random.default_rng(seed)
@@ -119,7 +156,8 @@ def layer_gaussian(tree, ds, layer: str, k: int) -> Gaussian:
     params = json.loads(ds.attrs["params"])
     table = image_table(tree)
     real_idx = np.flatnonzero(table["domain"].to_numpy() == "real")
-    fold, _ = fold_models(table, int(params.get("seed", 0)))
+    fold, _ = fold_models(table, int(params.get("seed", 0)),
+                          tree=tree if params.get("fold_split") == "similar" else None)
     return fit_layer_gaussian(tree, layer, real_idx[fold[real_idx] == k], float(params.get("shrinkage", SHRINKAGE)),
                               16, bool(params.get("centre", False)))
 
@@ -195,7 +233,7 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     size = input_size(tree)
     w = layer_weights(tree, weights, method="reference")
     layers = [l for l in layer_names(tree) if w[l] > 0]
-    fold, model_of = fold_models(table, seed)
+    fold, model_of = fold_models(table, seed, tree=tree)
     targets = np.concatenate([syn_idx, real_idx])
     real_rows = np.arange(syn_idx.size, targets.size)
     if distance == "gaussian":
@@ -244,7 +282,7 @@ def reference_maps(store, weights: dict[str, float] | None = None, fpr: float = 
     ds = build_dataset(tree, "reference", targets, layer_maps, w, size, threshold, fpr,
                        calibration="real images scored by the model of the other fold "
                                    "(cross-fitted); threshold = 1 - fpr quantile of their scores",
-                       params={**params, "centre": centre, "folds": 2, "seed": seed, "layer_scales": layer_scales},
+                       params={**params, "centre": centre, "folds": 2, "fold_split": "similar", "seed": seed, "layer_scales": layer_scales},
                        n_img=len(table), extra=extra)
     return Maps("reference", ds, time.perf_counter() - t0)
 
@@ -274,6 +312,7 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
                     raw[key].append(raw_distances(tree, layers, some, b, grid, bp))
             c = float(np.median(np.concatenate(raw["set"])) / max(np.median(np.concatenate(raw["real"])), 1e-12))
         a = float(np.clip(1.0 - c, 0.0, 1.0)) if np.isfinite(c) else 0.0
+        a = a if a >= MIN_SET_WEIGHT else 0.0
         if bp["set_weight"] is not None and fitted:  # a fixed exponent (ablations, tests)
             a = float(bp["set_weight"])
         reference = set_reference(members, int(bp["set_images"]), int(bp["seed"]))
