@@ -147,8 +147,7 @@ def test_paired_terms_add_up_to_the_layer_components():
 def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     # the probe's set is incoherent (renders of unrelated photos: its own bank weighs 0), so force
     # the exponent to exercise the geometric mean R^(1-a) S^a and its split by channel
-    from fakesegment_nb.maps import reference_maps
-    from fakesegment_nb.maps import as_tree
+    from fakesegment_nb.maps import as_tree, reference_maps
     from fakesegment_nb.maps.reference import fold_models
     from fakesegment_nb.maps.set_novelty import set_bank_folds
 
@@ -156,9 +155,6 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
     auto = read_maps(src, "reference")
     sets = json.loads(auto.attrs["params"])["sets"]
     assert [s["set"] for s in sets] == ["synthetic"] and 0 <= sets[0]["weight"] <= 1 and sets[0]["coherence"] > 0
-    from fakesegment_nb.maps.set_novelty import MIN_SET_WEIGHT
-    a = float(np.clip(1 - sets[0]["coherence"], 0, 1))
-    assert sets[0]["weight"] == pytest.approx(a if a >= MIN_SET_WEIGHT else 0.0)
     store = copy_store(src, tmp_path)
     write_maps(store, reference_maps(store, bank={"set_weight": 0.5}))
     ds = read_maps(store, "reference")
@@ -212,6 +208,15 @@ def test_reference_with_the_sets_own_bank_attributes_exactly(tmp_path):
         for layer in ("p3", "p4"):
             np.testing.assert_allclose(ds[f"layer_{layer}"].values[syn[i]],
                                        plain[f"layer_{layer}"].values[syn[i]] / want, rtol=1e-3, atol=1e-6)
+
+
+def test_a_set_barely_closer_to_itself_than_to_the_photos_gets_no_set_reference():
+    from fakesegment_nb.maps.set_novelty import MIN_SET_WEIGHT, set_exponent
+
+    assert set_exponent(0.5) == 0.5 and set_exponent(0.88) == pytest.approx(0.12)
+    assert set_exponent(1 - MIN_SET_WEIGHT) == pytest.approx(MIN_SET_WEIGHT)
+    assert set_exponent(0.989) == 0.0  # the probe's renders of unrelated photos: not worth the search
+    assert set_exponent(1.3) == 0.0 and set_exponent(-0.5) == 1.0 and set_exponent(float("nan")) == 0.0
 
 
 def test_unpaired_synthetic_images_alternate_between_the_folds_per_set():

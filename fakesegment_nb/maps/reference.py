@@ -62,8 +62,8 @@ from .features import (as_tree, batches, centre as centre_features, content_desc
 from .gaussian import Gaussian, fit_layer_gaussian, mahalanobis
 from .group import Maps, build_dataset, fused_batches
 from .memory_bank import bank_distances, bank_spread, fit_memory_bank, patch_rows, smooth_cells
-from .set_novelty import (COHERENCE_IMAGES, MIN_SET_WEIGHT, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
-                          set_members, set_reference, smooth_all)
+from .set_novelty import (COHERENCE_IMAGES, fit_set_bank, geometric_shares, raw_distances, set_bank_folds, set_distances,
+                          set_exponent, set_members, set_reference, smooth_all)
 from .settings import REFERENCE_CENTRE, REFERENCE_DISTANCE, SHRINKAGE, layer_weights, memory_bank_params
 
 __all__ = ["fold_models", "folds", "layer_gaussian", "leave_out", "location_median", "reference_maps", "similar_pairs"]
@@ -311,8 +311,7 @@ def _with_set_novelty(tree, table, layers, w, model_of, targets, layer_maps, ban
                 for key, b in (("real", banks[k]), ("set", fitted[k])):
                     raw[key].append(raw_distances(tree, layers, some, b, grid, bp))
             c = float(np.median(np.concatenate(raw["set"])) / max(np.median(np.concatenate(raw["real"])), 1e-12))
-        a = float(np.clip(1.0 - c, 0.0, 1.0)) if np.isfinite(c) else 0.0
-        a = a if a >= MIN_SET_WEIGHT else 0.0
+        a = set_exponent(c)
         if bp["set_weight"] is not None and fitted:  # a fixed exponent (ablations, tests)
             a = float(bp["set_weight"])
         reference = set_reference(members, int(bp["set_images"]), int(bp["seed"]))

@@ -61,8 +61,15 @@ COHERENCE_IMAGES = 16
 # sit far above it (warehouse: randomised a 0.12, photoreal 0.47).
 MIN_SET_WEIGHT = 0.05
 
-__all__ = ["COHERENCE_IMAGES", "MIN_SET_WEIGHT", "fit_set_bank", "geometric_shares", "others", "raw_distances", "set_bank_folds", "set_distances",
+__all__ = ["COHERENCE_IMAGES", "MIN_SET_WEIGHT", "set_exponent", "fit_set_bank", "geometric_shares", "others", "raw_distances", "set_bank_folds", "set_distances",
            "set_members", "set_reference", "smooth_all"]
+
+
+def set_exponent(coherence: float) -> float:
+    """The set reference's exponent ``a`` from the set's coherence ``c``: ``clip(1 - c, 0, 1)``, and 0
+    when that is under :data:`MIN_SET_WEIGHT` or ``c`` is not finite (no second reference)."""
+    a = float(np.clip(1.0 - coherence, 0.0, 1.0)) if np.isfinite(coherence) else 0.0
+    return a if a >= MIN_SET_WEIGHT else 0.0
 
 
 def set_bank_folds(model_of: np.ndarray, syn_idx: np.ndarray) -> dict[int, np.ndarray]:
