@@ -383,3 +383,38 @@ def test_balance_options_train_and_are_recorded(tiny, tmp_path):
         train_enhancer(*tiny, None, steps=1, balance="both", progress=False)
     with pytest.raises(FakesegmentError, match="mean_weight"):
         train_enhancer(*tiny, None, steps=1, mean_weight=-1, progress=False)
+
+
+def test_the_content_term_can_leave_the_tone_free_and_still_holds_the_local_steps():
+    """``content_loss``: with ``tone_weight`` 0 a change of levels and colours by the tone curve and
+    colour matrix costs nothing, while what the residual adds still does; with ``tone_weight`` None
+    it is the whole-image term, which charges for both; images of different sizes (a list) give
+    each image's term averaged, as a batch does."""
+    from fakesegment_nb.enhance.train import content_loss, content_term
+
+    torch.manual_seed(0)
+    e = Enhancer(noise=False)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        e.mix.mul_(0.5)
+        e.offset.add_(0.2)  # tone(x) in [0.2, 0.7]: no clamping
+        y = e(x)
+    assert float(content_loss(e, y, x, 4, 0.0)) == 0.0
+    whole = float(content_loss(e, y, x, 4))
+    assert whole == pytest.approx(float(content_term(y, x, 4))) and whole > 0.05
+    assert float(content_loss(e, y, x, 4, 1.0)) == pytest.approx(whole, rel=1e-5)
+    with torch.no_grad():
+        e.residual[-1].bias.fill_(0.1)  # the local steps now brighten every pixel by 0.1
+        y = e(x)
+    assert float(content_loss(e, y, x, 4, 0.0)) == pytest.approx(0.1, rel=1e-4)
+    as_list = float(content_loss(e, [y[0], y[1]], [x[0], x[1]], 4, 0.0))
+    assert as_list == pytest.approx(0.1, rel=1e-4)
+
+
+
+def test_the_tone_content_setting_is_recorded_and_checked(trained, tiny):
+    from fakesegment_nb.enhance.train import DEFAULT_TONE_CONTENT
+
+    assert trained.meta["loss"]["tone_content"] == DEFAULT_TONE_CONTENT == 0.0
+    with pytest.raises(FakesegmentError, match="tone_content"):
+        train_enhancer(*tiny, None, steps=1, tone_content=-1.0, progress=False)
