@@ -23,7 +23,7 @@ randomised renders enlarged to 1360x771 in the work folder) against the training
     PYTHONPATH=. .venv/bin/python benchmarks/bench_enhance_warehouse.py [--case randomised|photoreal|all]
         [--split-seed 1] [--train-seed 0] [--speed] [--work DIR] [--steps N] [--lr LR] [--layers p2,p3,p4,p5]
         [--crop 224] [--content-weight W] [--native 0|1] [--balance layer|term] [--mean-weight W]
-        [--width W] [--depth D] [--adversarial W] [--tone-content W] [--quiet]
+        [--width W] [--depth D] [--adversarial W] [--tone-content W] [--content-pool K] [--quiet]
 
 Split seed 0 is the tuning split; 1 (the default) was not tuned on. The photoreal case holds out 3
 of 6 views of one scene: its FID compares 3 renders with the held-out photos and says little alone.
@@ -179,6 +179,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, help="the enhancer's hidden channels (default: the library's)")
     ap.add_argument("--depth", type=int, help="the enhancer's convolutions (default: the library's)")
     ap.add_argument("--adversarial", type=float, help="weight of the patch discriminator's term (default: the library's, 0)")
+    ap.add_argument("--content-pool", type=int, help="the content term's averaging window (default: the library's)")
     ap.add_argument("--tone-content", type=float, help="weight of the tone's share of the content term (default: the library's)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -188,7 +189,7 @@ def main(argv=None) -> int:
     train_kw = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("crop", args.crop), ("content_weight", args.content_weight),
                                   ("balance", args.balance), ("mean_weight", args.mean_weight),
                                   ("width", args.width), ("depth", args.depth), ("adversarial", args.adversarial),
-                                  ("tone_content", args.tone_content),
+                                  ("tone_content", args.tone_content), ("content_pool", args.content_pool),
                                   ("native", None if args.native is None else bool(args.native)),
                                   ("layers", args.layers.split(",") if args.layers else None)) if v is not None}
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-enhance-warehouse-"))
