@@ -411,7 +411,6 @@ def test_the_content_term_can_leave_the_tone_free_and_still_holds_the_local_step
     assert as_list == pytest.approx(0.1, rel=1e-4)
 
 
-
 def test_the_tone_content_setting_is_recorded_and_checked(trained, tiny):
     from fakesegment_nb.enhance.train import DEFAULT_TONE_CONTENT
 

@@ -445,8 +445,9 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                      "mean_weight": float(mean_weight),
                      "real_images_in_moments": min(len(real_e), int(max_real)),
                      "real_samples_in_moments": n_moments, "momentum": float(momentum),
-                     "paired_weight": float(paired_weight), "content": "L1 of avg_pool(k) images" + ("" if tone_content is None
-                                                              else ", the local steps against the toned input"),
+                     "paired_weight": float(paired_weight),
+                     "content": "L1 of avg_pool(k) images" + ("" if tone_content is None else
+                                                              ", the local steps against the toned input"),
                      "content_weight": float(content_weight), "content_pool": int(content_pool),
                      "adversarial": float(adversarial),
                      "tone_content": None if tone_content is None else float(tone_content)},
