@@ -33,8 +33,7 @@ def one_line_error(proc):
 
 @pytest.fixture(scope="module")
 def many_dirs(tmp_path_factory):
-    """12 real and 12 synthetic small noise-texture images: at about 1 s an image with ``SLOW``, a
-    run lasts long enough for a kill or a second writer to land mid-run."""
+    """12 real and 12 synthetic small noise-texture images: 12 batches with ``SLOW``."""
     root = tmp_path_factory.mktemp("many")
     rng = np.random.default_rng(0)
     return tuple(noise_images(root / d, [f"img_{i:03d}.png" for i in range(12)], 48, rng)
@@ -115,19 +114,31 @@ def _committed(store: Path) -> int:
         return 0
 
 
-# The runs that get killed or raced use ssd300 (0.3-1 s an image at batch size 2, by machine): slow enough for a
-# kill to land mid-run; the raced writer is paused while the second one starts (a fast machine finished first).
+# The runs that get killed or raced use ssd300 at batch size 2. Their child process commits after every
+# batch and signals itself just before its ``at``-th commit: the kill or pause lands at the same row on
+# a fast machine and a slow one (waiting on the clock from outside did not: a fast CI machine finished
+# all 24 images inside the first 5 s commit window).
 SLOW = ["--model", "ssd300_vgg16", "--layers", "fc7,conv8_2", "--weights", "random:0", "--batch-size", "2"]
+CHILD = ("import os, sys; import fakesegment_nb.extract as e; e.COMMIT_EVERY_S = 0.0; calls = [0]\n"
+         "commit = e._Writer._commit\n"
+         "def signalled(self):\n"
+         "    calls[0] += 1\n"
+         "    if calls[0] == {at}: os.kill(os.getpid(), {sig})\n"
+         "    commit(self)\n"
+         "e._Writer._commit = signalled\n"
+         "from fakesegment_nb.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def _start(real, syn, store):
-    return subprocess.Popen([*FS, "extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet"],
+def _start(real, syn, store, sig, at):
+    """An extraction that sends itself ``sig`` before its ``at``-th commit (``at - 1`` batches committed)."""
+    return subprocess.Popen([sys.executable, "-c", CHILD.format(at=at, sig=int(sig)), "extract", "--real", real,
+                             "--synthetic", syn, "--store", store, *SLOW, "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_committed(store, n, proc, timeout=120):
+def _wait_stopped(proc, timeout=120):
     t0 = time.time()
-    while _committed(store) < n:
+    while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
         assert proc.poll() is None, proc.communicate()
         assert time.time() - t0 < timeout
         time.sleep(0.02)
@@ -140,12 +151,11 @@ def test_kill_9_then_rerun_completes_the_store(tmp_path, many_dirs):
     # thread count, which earlier tests may have changed in this one
     assert run("extract", "--real", real, "--synthetic", syn, "--store", ref, *SLOW, "--quiet").returncode == 0
     store = tmp_path / "killed.zarr"
-    proc = _start(real, syn, store)
-    _wait_committed(store, 6, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = _start(real, syn, store, signal.SIGKILL, at=4)  # 3 batches committed, the 4th written, not committed
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
     n = _committed(store)
-    assert 4 <= n < 24, "the kill must land mid-run"
+    assert n == 6
     partial = fs.open_store(store)  # readable right after the kill
     assert partial.sizes["image"] == n
     again = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
@@ -161,12 +171,11 @@ def test_kill_9_then_rerun_completes_the_store(tmp_path, many_dirs):
 def test_two_writers_one_refused_nothing_lost(tmp_path, many_dirs):
     real, syn = many_dirs
     store = tmp_path / "shared.zarr"
-    first = _start(real, syn, store)
-    _wait_committed(store, 2, first)
-    # the first writer is paused mid-run, holding its lock, while the second one tries: on a fast machine
-    # it could otherwise finish its 24 images before the second process has started up
-    os.kill(first.pid, signal.SIGSTOP)
+    # the first writer pauses itself mid-run, holding its lock, while the second one tries
+    first = _start(real, syn, store, signal.SIGSTOP, at=2)
     try:
+        _wait_stopped(first)
+        assert _committed(store) == 2
         second = run("extract", "--real", real, "--synthetic", syn, "--store", store, *SLOW, "--quiet")
     finally:
         os.kill(first.pid, signal.SIGCONT)

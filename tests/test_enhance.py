@@ -399,16 +399,16 @@ def test_the_content_term_can_leave_the_tone_free_and_still_holds_the_local_step
         e.mix.mul_(0.5)
         e.offset.add_(0.2)  # tone(x) in [0.2, 0.7]: no clamping
         y = e(x)
-    assert float(content_loss(e, y, x, 4, 0.0)) == 0.0
-    whole = float(content_loss(e, y, x, 4))
-    assert whole == pytest.approx(float(content_term(y, x, 4))) and whole > 0.05
-    assert float(content_loss(e, y, x, 4, 1.0)) == pytest.approx(whole, rel=1e-5)
+        assert float(content_loss(e, y, x, 4, 0.0)) == 0.0
+        whole = float(content_loss(e, y, x, 4))
+        assert whole == pytest.approx(float(content_term(y, x, 4))) and whole > 0.05
+        assert float(content_loss(e, y, x, 4, 1.0)) == pytest.approx(whole, rel=1e-5)
     with torch.no_grad():
         e.residual[-1].bias.fill_(0.1)  # the local steps now brighten every pixel by 0.1
         y = e(x)
-    assert float(content_loss(e, y, x, 4, 0.0)) == pytest.approx(0.1, rel=1e-4)
-    as_list = float(content_loss(e, [y[0], y[1]], [x[0], x[1]], 4, 0.0))
-    assert as_list == pytest.approx(0.1, rel=1e-4)
+        assert float(content_loss(e, y, x, 4, 0.0)) == pytest.approx(0.1, rel=1e-4)
+        as_list = float(content_loss(e, [y[0], y[1]], [x[0], x[1]], 4, 0.0))
+        assert as_list == pytest.approx(0.1, rel=1e-4)
 
 
 def test_the_tone_content_setting_is_recorded_and_checked(trained, tiny):
