@@ -417,3 +417,26 @@ def test_the_tone_content_setting_is_recorded_and_checked(trained, tiny):
     assert trained.meta["loss"]["tone_content"] == DEFAULT_TONE_CONTENT == 0.0
     with pytest.raises(FakesegmentError, match="tone_content"):
         train_enhancer(*tiny, None, steps=1, tone_content=-1.0, progress=False)
+
+
+def test_the_enhancer_kept_is_the_moving_average_of_its_weights(trained, tiny):
+    from fakesegment_nb.enhance.train import DEFAULT_EMA, ema_decay
+
+    # the default run keeps the measured decay; a short run lowers it so its start weighs <= 1%
+    assert ema_decay(DEFAULT_EMA, 300) == DEFAULT_EMA == 0.98 and ema_decay(0.98, 1) == 0.0
+    assert ema_decay(0.98, 20) ** 19 == pytest.approx(0.01)
+    assert trained.meta["loss"]["ema"] == 0.98 and trained.meta["loss"]["ema_decay"] == ema_decay(0.98, STEPS)
+    # two steps keep d * (the weights after step 1) + (1 - d) * (those after step 2)
+    kw = dict(batch_size=2, seed=0, progress=False)
+    one = train_enhancer(*tiny, None, steps=1, **kw).enhancer.state_dict()
+    two = train_enhancer(*tiny, None, steps=2, ema=0.0, **kw).enhancer.state_dict()
+    kept = train_enhancer(*tiny, None, steps=2, ema=0.9, **kw)
+    d = kept.meta["loss"]["ema_decay"]
+    assert d == ema_decay(0.9, 2) == pytest.approx(0.01)
+    moved = 0
+    for k, v in kept.enhancer.state_dict().items():
+        torch.testing.assert_close(v, d * one[k] + (1 - d) * two[k])
+        moved += not torch.equal(one[k], two[k])
+    assert moved > 0
+    with pytest.raises(FakesegmentError, match="ema"):
+        train_enhancer(*tiny, None, steps=1, ema=1.0, progress=False)
