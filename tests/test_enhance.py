@@ -57,6 +57,32 @@ def test_training_is_deterministic_for_a_seed_and_the_file_says_what_trained_it(
     assert len(trained.history) == STEPS
 
 
+def test_training_without_the_nan_fill_of_new_memory_trains_the_same_enhancer(tiny, trained, monkeypatch):
+    """Training turns off deterministic mode's NaN fill of new tensors (a quarter of a step's CPU
+    time) and restores the setting: with the fill forced on, the same seed gives the same state dict,
+    so no kernel of training reads memory it did not write."""
+    import contextlib
+
+    import torch.utils.deterministic as det
+
+    import fakesegment_nb.enhance.train as train_mod
+
+    assert det.fill_uninitialized_memory is True  # torch's default, restored after `trained`
+    plain = train_mod._deterministic
+
+    @contextlib.contextmanager
+    def filled(device="cpu"):
+        with plain(device):
+            assert det.fill_uninitialized_memory is False
+            det.fill_uninitialized_memory = True
+            yield
+
+    monkeypatch.setattr(train_mod, "_deterministic", filled)
+    again = train_enhancer(*tiny, None, steps=STEPS, batch_size=2, seed=0, progress=False)
+    assert _same_state(trained.enhancer, again.enhancer)
+    assert det.fill_uninitialized_memory is True
+
+
 def test_the_realism_loss_goes_down_on_tiny_data(tiny):
     """Synthetic = real + 25 grey levels: after a few steps the unpaired realism loss (training
     layers) of all the enhanced synthetic images against all the real ones (no augmentation) is below the loss of

@@ -242,16 +242,25 @@ def _deterministic(device: str = "cpu"):
     (the backward of the network's bilinear resize among them) and cuBLAS wants
     CUBLAS_WORKSPACE_CONFIG set, so ``--device cuda`` would stop with a RuntimeError (torch's
     documented behaviour; no GPU was at hand to run it). A GPU run is reproducible only up to
-    float summation order."""
+    float summation order.
+
+    torch's deterministic mode also fills every newly allocated tensor with NaN
+    (``torch.utils.deterministic.fill_uninitialized_memory``), a guard against kernels that read
+    memory they did not write; none of training's does (same state dict with and without it), and
+    the fill took 28% of a training step's CPU time on the probe, so it is off here."""
     if not str(device).startswith("cpu"):
         yield
         return
-    before = torch.are_deterministic_algorithms_enabled()
+    import torch.utils.deterministic as det
+
+    before, fill = torch.are_deterministic_algorithms_enabled(), det.fill_uninitialized_memory
     torch.use_deterministic_algorithms(True)
+    det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before)
+        det.fill_uninitialized_memory = fill
 
 
 def _readable(entries, domain: str, notes: list[str]):
