@@ -326,6 +326,35 @@ def test_training_crops_are_windows_at_the_images_own_resolution():
     assert small.shape == (3, 64, 64)
 
 
+def test_decoded_images_are_kept_within_their_budget_and_give_the_same_items(tiny, tmp_path):
+    """Training draws each image many times: decoded images are kept (up to ``cache_bytes``), the
+    augmentation still runs at each draw, the items equal those of a dataset that decodes every
+    time (same seed), and a file changed on disk after it was kept is not read again."""
+    import shutil
+
+    from fakesegment_nb.enhance.data import ImageFiles, training_transform
+
+    entries = scan_folder(shutil.copytree(tiny[1], tmp_path / "synthetic"), "synthetic")
+    t = training_transform(64, crop=None)
+    one = 3 * 80 * 80
+    kept, fresh, some = (ImageFiles(entries, t), ImageFiles(entries, t, cache_bytes=0),
+                         ImageFiles(entries, t, cache_bytes=2 * one))
+
+    def draws(ds):
+        torch.manual_seed(0)
+        return [ds[i % len(entries)] for i in range(3 * len(entries))]
+
+    for a, b, c in zip(draws(kept), draws(fresh), draws(some)):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert len(kept._cache) == len(entries) and not fresh._cache and len(some._cache) == 2
+    assert kept._cached == len(entries) * one and some._cached == 2 * one
+    first = draws(kept)
+    assert any(not torch.equal(first[i], first[i + len(entries)]) for i in range(len(entries)))  # augmented
+    Image.new("RGB", (80, 80)).save(entries[0].path)
+    assert torch.equal(draws(kept)[0], first[0])
+    assert not torch.equal(draws(fresh)[0], first[0])
+
+
 # -- issue 20: native-resolution training, the mean/covariance balance -------------------------
 
 
