@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--layers", help="comma-separated training layers (default: every layer, p2,p3,p4,p5 for "
                     "efficientnet_lite0; give p3,p4 to keep p2 and p5 as an independent check)")
     et.add_argument("--weights", default="auto", help="auto | coco | imagenet | random[:SEED] | FILE (default auto)")
-    et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 300)")
+    et.add_argument("--steps", type=int, default=None, help="optimisation steps (default 600)")
     et.add_argument("--batch-size", type=int, default=4, help="synthetic images (crops) per step (default 4)")
     et.add_argument("--crop", type=int, default=None,
                     help="train on random CROPxCROP crops at the images' own resolution (at least 32); "
