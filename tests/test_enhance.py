@@ -475,10 +475,10 @@ def test_the_tone_content_setting_is_recorded_and_checked(trained, tiny):
 
 
 def test_the_enhancer_kept_is_the_moving_average_of_its_weights(trained, tiny):
-    from fakesegment_nb.enhance.train import DEFAULT_EMA, ema_decay
+    from fakesegment_nb.enhance.train import DEFAULT_EMA, DEFAULT_STEPS, ema_decay
 
     # the default run keeps the measured decay; a short run lowers it so its start weighs <= 1%
-    assert ema_decay(DEFAULT_EMA, 300) == DEFAULT_EMA == 0.98 and ema_decay(0.98, 1) == 0.0
+    assert ema_decay(DEFAULT_EMA, DEFAULT_STEPS) == DEFAULT_EMA == 0.98 and ema_decay(0.98, 1) == 0.0
     assert ema_decay(0.98, 20) ** 19 == pytest.approx(0.01)
     assert trained.meta["loss"]["ema"] == 0.98 and trained.meta["loss"]["ema_decay"] == ema_decay(0.98, STEPS)
     # two steps keep d * (the weights after step 1) + (1 - d) * (those after step 2)

@@ -42,7 +42,7 @@ from ..images import load_rgb
 from ..manifest import scan_folder
 from torch.utils.data import DataLoader, Subset
 
-from .data import ImageFiles, infinite_loader, paired_keys, training_transform
+from .data import DECODE_CACHE_BYTES, ImageFiles, infinite_loader, paired_keys, training_transform
 from .discriminator import PatchDiscriminator, discriminator_loss, generator_loss
 from .network import Enhancer, save_enhancer
 
@@ -399,7 +399,9 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         syn_e = [e for e in syn_e if e.path in twins]  # the paired term needs every batch paired
         syn_ds = ImageFiles(syn_e, syn_transform, [twins[e.path] for e in syn_e])
         notes.append(f"paired term: training on the {len(syn_e)} synthetic images with a real twin")
-    real_ds = ImageFiles(real_e, transform)
+    # the real images are read once, for their moments, unless the discriminator draws them at every step:
+    # only then are their decoded copies worth keeping for the whole run
+    real_ds = ImageFiles(real_e, transform, cache_bytes=DECODE_CACHE_BYTES if adversarial > 0 else 0)
 
     with _deterministic(device):
         torch.manual_seed(seed)
