@@ -141,38 +141,6 @@ def test_a_fresh_enhancer_is_the_identity_up_to_faint_grain(tiny):
     assert np.array_equal(enhance_array(Enhancer(noise=False).eval(), img), img)
 
 
-def test_the_colour_grade_starts_as_the_identity_and_can_move_one_hue_alone(tmp_path):
-    """The optional colour grade is a per-pixel RGB map after the tone curve and matrix: it starts as
-    the identity, leaves the rest of the network as it is without it, survives a save and load, and
-    can learn what per-channel curves and a matrix cannot (turn green grey, leave red and blue)."""
-    torch.manual_seed(0)
-    plain = Enhancer(noise=False)
-    torch.manual_seed(0)
-    graded = Enhancer(noise=False, colour=16)
-    assert "colour" not in plain.config and graded.config["colour"] == 16
-    assert all(torch.equal(v, graded.state_dict()[k]) for k, v in plain.state_dict().items())
-    x = torch.rand(2, 3, 8, 8)
-    assert torch.equal(graded(x), plain(x))
-    pure = torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1], [0.2, 0.2, 0.2], [0.9, 0.9, 0.9]])
-    wanted = pure.clone()
-    wanted[1] = 0.5  # green to mid grey; red, blue and the greys stay
-    opt = torch.optim.Adam(graded.grade.parameters(), lr=1e-2)
-    for _ in range(1500):
-        opt.zero_grad()
-        loss = (graded.tone(pure.T[None, :, :, None]) - wanted.T[None, :, :, None]).abs().mean()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        out = graded.tone(pure.T[None, :, :, None])[0, :, :, 0].T
-    assert (out - wanted).abs().max() < 0.05, out
-    assert {p for p in graded.tone_parameters()} >= set(graded.grade.parameters())
-    save_enhancer(graded, tmp_path / "g.pt", {})
-    again, _ = load_enhancer(tmp_path / "g.pt")
-    assert again.config == graded.config and _same_state(again, graded)
-    with pytest.raises(FakesegmentError, match="colour >= 0"):
-        Enhancer(colour=-1)
-
-
 def test_working_size_follows_how_the_enhancer_was_trained():
     assert working_size({"input_size": 320, "crop": None, "native": False}) == (320, 320)
     assert working_size({"input_size": 320, "crop": 224, "native": False}) is None

@@ -4,10 +4,7 @@
 
 1. a global tone curve per colour channel (monotone, piecewise linear over ``knots`` segments,
    fixed at 0 and 1) followed by a 3x3 colour matrix and offset: exposure, gamma and white
-   balance; optionally (``colour`` > 0) a colour grade after them, a per-pixel map from RGB to RGB
-   (two 1x1 convolutions, ``colour`` hidden channels, the last starting at zero) that can move
-   one hue without the others, as a colourist's 3D look-up table does. All of it is global:
-   each pixel's output depends on its own colour alone;
+   balance;
 2. a shallow residual stack of 3x3 convolutions at full resolution: local sharpening and
    detail. Its last convolution starts at zero;
 3. grain, as a camera adds it (Carlson et al., "Modeling camera effects to improve visual
@@ -56,16 +53,13 @@ class Enhancer(nn.Module):
     depth : number of 3x3 convolutions in the residual stack (at least 2).
     knots : segments of each channel's tone curve.
     noise : add learned grain.
-    colour : hidden channels of the colour grade (0: none, the tone curve and matrix alone).
     """
 
-    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True, colour: int = 0):
+    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True):
         super().__init__()
-        if width < 1 or depth < 2 or knots < 1 or colour < 0:
-            raise FakesegmentError("Enhancer needs width >= 1, depth >= 2, knots >= 1 and colour >= 0")
+        if width < 1 or depth < 2 or knots < 1:
+            raise FakesegmentError("Enhancer needs width >= 1, depth >= 2 and knots >= 1")
         self.config = {"width": int(width), "depth": int(depth), "knots": int(knots), "noise": bool(noise)}
-        if colour:  # only where used, so that files without it keep their config and state dict
-            self.config["colour"] = int(colour)
         # softmax of the logits = the curve's increments; equal logits = the identity curve
         self.curve = nn.Parameter(torch.zeros(3, knots))
         self.mix = nn.Parameter(torch.eye(3))
@@ -84,22 +78,17 @@ class Enhancer(nn.Module):
             self.grain_kernel = nn.Parameter(kernel)       # spatial correlation of the grain (unit norm)
             self.log_read = nn.Parameter(torch.full((3,), math.log(1e-3)))   # read noise sigma
             self.log_shot = nn.Parameter(torch.full((3,), math.log(1e-6)))   # shot noise variance / signal
-        if colour:  # made last, so the other parts start as they do without it
-            grade_out = nn.Conv2d(colour, 3, 1)
-            nn.init.zeros_(grade_out.weight)
-            nn.init.zeros_(grade_out.bias)
-            self.grade = nn.Sequential(nn.Conv2d(3, colour, 1), nn.Tanh(), grade_out)
 
     def tone_parameters(self) -> list[nn.Parameter]:
-        """The image-wide tone curve, colour matrix and offset (and colour grade)."""
-        return [self.curve, self.mix, self.offset] + (list(self.grade.parameters()) if self.config.get("colour") else [])
+        """The image-wide tone curve, colour matrix and offset."""
+        return [self.curve, self.mix, self.offset]
 
     def grain_parameters(self) -> list[nn.Parameter]:
         """The grain's kernel and levels (none without grain)."""
         return [self.grain_kernel, self.log_read, self.log_shot] if self.config["noise"] else []
 
     def tone(self, x: torch.Tensor) -> torch.Tensor:
-        """The global part: per-channel tone curve, then the colour matrix and offset (then the colour grade)."""
+        """The global part: per-channel tone curve, then the colour matrix and offset."""
         k = self.curve.shape[1]
         inc = torch.softmax(self.curve, dim=1)                                  # (3, K), sums to 1
         knots = torch.cat([torch.zeros_like(inc[:, :1]), inc.cumsum(1)], 1)     # (3, K+1), 0 .. 1
@@ -109,8 +98,7 @@ class Enhancer(nn.Module):
         base = torch.gather(knots[None].expand(b, -1, -1), 2, idx)
         slope = torch.gather(inc[None].expand(b, -1, -1), 2, idx)
         y = (base + (t - idx) * slope).reshape(b, c, h, w)
-        y = torch.einsum("ij,bjhw->bihw", self.mix, y) + self.offset[None, :, None, None]
-        return y + self.grade(y) if self.config.get("colour") else y
+        return torch.einsum("ij,bjhw->bihw", self.mix, y) + self.offset[None, :, None, None]
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:

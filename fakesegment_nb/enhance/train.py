@@ -287,7 +287,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                    momentum: float = 0.5, crop: int | None = DEFAULT_CROP, native: bool = DEFAULT_NATIVE,
                    balance: str = DEFAULT_BALANCE, mean_weight: float = DEFAULT_MEAN_WEIGHT,
                    adversarial: float = 0.0, tone_content: float | None = DEFAULT_TONE_CONTENT,
-                   ema: float = DEFAULT_EMA, colour: int = 0,
+                   ema: float = DEFAULT_EMA,
                    progress: bool = True) -> TrainResult:
     """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
 
@@ -337,8 +337,6 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
         input (the earlier default).
     ema : decay of the moving average of the weights that is kept instead of the last step's
         (default :data:`DEFAULT_EMA`; 0: the last state), lowered for short runs (:func:`ema_decay`).
-    colour : hidden channels of the enhancer's colour grade (a per-pixel RGB-to-RGB map after the
-        tone curve; part of the global tone, so ``tone_content`` weighs it). 0 (default): none.
     """
     if balance not in BALANCES:
         raise ParameterError("balance", f"must be one of {', '.join(BALANCES)}, got {balance!r}")
@@ -364,8 +362,6 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     for name, v in (("lr", lr), ("tone_lr", tone_lr), ("grain_lr", grain_lr)):
         if not v > 0:
             raise ParameterError(name, f"must be > 0, got {v}")
-    if int(colour) != colour or colour < 0:
-        raise ParameterError("colour", f"must be a whole number >= 0, got {colour}")
     if not 0.0 <= ema < 1.0:
         raise ParameterError("ema", f"must lie in [0, 1), got {ema}")
     if content_pool < 1:
@@ -409,7 +405,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
 
     with _deterministic(device):
         torch.manual_seed(seed)
-        enhancer = Enhancer(width=width, depth=depth, colour=colour).to(device)
+        enhancer = Enhancer(width=width, depth=depth).to(device)
         realism = FeatureRealismLoss(backbone, layers=layers, mode="unpaired")
         paired = FeatureRealismLoss(backbone, layers=layers, mode="paired") if twins else None
         syn_loader = infinite_loader(syn_ds, batch_size, int(steps), seed * 2 + 1)
