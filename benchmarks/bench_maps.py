@@ -6,7 +6,9 @@ the probe, extracts features (default efficientnet_lite0 with its packaged Image
 ``--weights auto``), computes both maps and evaluates them and the two pixel baselines. It
 prints AUROC / AP / IoU per method and baseline, the reference map's other distance
 (``reference[gaussian]`` or ``reference[memory_bank]``, not stored), pixel AUROC per artifact
-kind, and the seconds per image the maps take beyond extraction.
+kind, and the seconds per image the maps take beyond extraction (issue 4's bar, 0.2 s, is for the
+paired and reference maps it asked for; the domain map, added by issue 17 with its own budget, is
+timed beside them).
 
     .venv/bin/python benchmarks/bench_maps.py [--n 50] [--work DIR] [--model NAME] [--weights W]
                                               [--guard]
@@ -108,9 +110,14 @@ def run(work: Path, n: int, model: str, weights: str):
             print("  " + k.ljust(17) + "".join(f"{d[n]:15.3f}" for n in names) + f"{d['regions']:10d}")
         per = {m: r.seconds for m, r in res.items()}
         print(f"maps: {t_maps:.1f} s for {n_img} images = {t_maps / n_img:.3f} s/image beyond extraction "
-              f"(paired {per.get('paired', 0):.1f} s, reference {per.get('reference', 0):.1f} s, incl. writing); "
+              f"(paired {per.get('paired', 0):.1f} s, reference {per.get('reference', 0):.1f} s, domain "
+              f"{per.get('domain', 0):.1f} s, incl. writing); "
               f"extraction {t_extract:.1f} s (0 if reused)")
-        results.append((label, ev, t_maps / n_img))
+        # issue 4's time bar is for the maps it asked for (paired and reference); the domain map came
+        # later (issue 17) with its own budget, and is printed above, not counted here
+        issue4 = (per.get("paired", 0) + per.get("reference", 0)) / n_img
+        print(f"paired + reference maps (issue 4's time bar): {issue4:.3f} s/image")
+        results.append((label, ev, issue4))
     return results
 
 
@@ -120,7 +127,7 @@ def bars(results, trained: bool) -> dict[str, bool]:
         return {"paired AUROC >= 0.90": t.loc["paired", "auroc"] >= 0.90,
                 "paired AUROC >= pixel |diff| + 0.05": t.loc["paired", "auroc"] >= t.loc["pixel_absdiff", "auroc"] + 0.05,
                 "reference AUROC >= 0.55": t.loc["reference", "auroc"] >= 0.55,
-                "maps <= 0.2 s/image": results[0][2] <= 0.2}
+                "paired + reference maps <= 0.2 s/image": results[0][2] <= 0.2}
     out = {}
     for label, ev, _ in results[1:]:
         t = ev.table
