@@ -141,26 +141,6 @@ def test_a_fresh_enhancer_is_the_identity_up_to_faint_grain(tiny):
     assert np.array_equal(enhance_array(Enhancer(noise=False).eval(), img), img)
 
 
-def test_a_texture_enhancer_starts_as_the_plain_one_and_its_residual_sees_the_noise():
-    """``texture=True`` feeds the grain's white noise to the residual as well: a fresh one enhances
-    exactly as a plain one (the residual's last convolution starts at zero), and once the residual
-    is not zero its output depends on the noise it is given, reproducibly."""
-    torch.manual_seed(0)
-    plain, textured = Enhancer(), Enhancer(texture=True)
-    assert textured.config["texture"] and "texture" not in plain.config
-    assert textured.residual[0].in_channels == 6 and plain.residual[0].in_channels == 3
-    x, n1, n2 = torch.rand(1, 3, 16, 16), torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
-    assert torch.equal(textured(x, noise=n1), plain(x, noise=n1))
-    net = Enhancer(noise=False, texture=True)
-    with torch.no_grad():
-        net.residual[-1].weight.normal_(0, 0.3)
-        a, b, again = net(x, noise=n1), net(x, noise=n2), net(x, noise=n1)
-    assert torch.equal(a, again) and (a - b).abs().mean() > 0.01
-    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        assert torch.equal(net(x, generator=g1), net(x, generator=g2))
-
-
 def test_working_size_follows_how_the_enhancer_was_trained():
     assert working_size({"input_size": 320, "crop": None, "native": False}) == (320, 320)
     assert working_size({"input_size": 320, "crop": 224, "native": False}) is None

@@ -55,20 +55,18 @@ class Enhancer(nn.Module):
     noise : add learned grain.
     """
 
-    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True, texture: bool = False):
+    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True):
         super().__init__()
         if width < 1 or depth < 2 or knots < 1:
             raise FakesegmentError("Enhancer needs width >= 1, depth >= 2 and knots >= 1")
         self.config = {"width": int(width), "depth": int(depth), "knots": int(knots), "noise": bool(noise)}
-        if texture:  # the residual also sees the grain's white noise, so it can shape texture by content
-            self.config["texture"] = True
         # softmax of the logits = the curve's increments; equal logits = the identity curve
         self.curve = nn.Parameter(torch.zeros(3, knots))
         self.mix = nn.Parameter(torch.eye(3))
         self.offset = nn.Parameter(torch.zeros(3))
         layers: list[nn.Module] = []
         for i in range(depth - 1):
-            layers += [nn.Conv2d((6 if texture else 3) if i == 0 else width, width, 3, padding=1, padding_mode="reflect"),
+            layers += [nn.Conv2d(3 if i == 0 else width, width, 3, padding=1, padding_mode="reflect"),
                        nn.ReLU()]
         last = nn.Conv2d(width, 3, 3, padding=1, padding_mode="reflect")
         nn.init.zeros_(last.weight)
@@ -108,12 +106,11 @@ class Enhancer(nn.Module):
         if not (isinstance(x, torch.Tensor) and x.ndim == 4 and x.shape[1] == 3 and x.is_floating_point()):
             raise FakesegmentError("images must be a float tensor (batch, 3, height, width) in [0, 1]")
         toned = self.tone(x)
-        texture = self.config.get("texture", False)
-        if (self.config["noise"] or texture) and noise is None:
-            noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None
-                                else generator.device, dtype=x.dtype).to(x.device)
-        y = toned + self.residual(torch.cat([toned, noise], 1) if texture else toned)
+        y = toned + self.residual(toned)
         if self.config["noise"]:
+            if noise is None:
+                noise = torch.randn(x.shape, generator=generator, device=x.device if generator is None
+                                    else generator.device, dtype=x.dtype).to(x.device)
             k = self.grain_kernel / self.grain_kernel.flatten(1).norm(dim=1)[:, None, None, None]  # unit gain
             n = F.conv2d(F.pad(noise, (1, 1, 1, 1), mode="reflect"), k, groups=3)
             var = (2 * self.log_read).exp()[None, :, None, None] \

@@ -287,7 +287,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
                    momentum: float = 0.5, crop: int | None = DEFAULT_CROP, native: bool = DEFAULT_NATIVE,
                    balance: str = DEFAULT_BALANCE, mean_weight: float = DEFAULT_MEAN_WEIGHT,
                    adversarial: float = 0.0, tone_content: float | None = DEFAULT_TONE_CONTENT,
-                   ema: float = DEFAULT_EMA, texture: bool = False,
+                   ema: float = DEFAULT_EMA,
                    progress: bool = True) -> TrainResult:
     """Train an :class:`~fakesegment_nb.enhance.network.Enhancer` on unpaired folders.
 
@@ -405,7 +405,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
 
     with _deterministic(device):
         torch.manual_seed(seed)
-        enhancer = Enhancer(width=width, depth=depth, texture=texture).to(device)
+        enhancer = Enhancer(width=width, depth=depth).to(device)
         realism = FeatureRealismLoss(backbone, layers=layers, mode="unpaired")
         paired = FeatureRealismLoss(backbone, layers=layers, mode="paired") if twins else None
         syn_loader = infinite_loader(syn_ds, batch_size, int(steps), seed * 2 + 1)
