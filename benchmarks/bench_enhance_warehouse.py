@@ -23,7 +23,7 @@ randomised renders enlarged to 1360x771 in the work folder) against the training
     PYTHONPATH=. .venv/bin/python benchmarks/bench_enhance_warehouse.py [--case randomised|photoreal|all]
         [--split-seed 1] [--train-seed 0] [--speed] [--work DIR] [--steps N] [--lr LR] [--layers p2,p3,p4,p5]
         [--crop 224] [--content-weight W] [--native 0|1] [--balance layer|term] [--mean-weight W]
-        [--width W] [--depth D] [--adversarial W] [--tone-content W] [--content-pool K] [--ema D] [--quiet]
+        [--width W] [--depth D] [--adversarial W] [--tone-content W] [--content-pool K] [--ema D] [--batch-size B] [--quiet]
 
 Split seed 0 is the tuning split; 1 (the default) was not tuned on. The photoreal case holds out 3
 of 6 views of one scene: its FID compares 3 renders with the held-out photos and says little alone.
@@ -119,7 +119,7 @@ def run_case(case: str, data: Path, work: Path, args, train_kw: dict) -> dict:
     print(f"enhancer: {m['model']} ({m['weights']}), layers {','.join(m['layers'])}, "
           f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else '')}, {m['steps']} steps, lr {m['optimizer']['lr']:g}, content weight "
           f"{m['loss']['content_weight']:g}, balance {m['loss'].get('balance', 'layer')}, mean weight "
-          f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, adversarial {m['loss'].get('adversarial', 0):g}, tone content {m['loss'].get('tone_content')}, weights' average decay {m['loss'].get('ema_decay', 0):g}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
+          f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, batch {m['optimizer']['batch_size']}, adversarial {m['loss'].get('adversarial', 0):g}, tone content {m['loss'].get('tone_content')}, weights' average decay {m['loss'].get('ema_decay', 0):g}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
     print(_table(df))
     print(f"content SSIM (enhanced vs input): mean {ssim['ssim'].mean():.3f}, min {ssim['ssim'].min():.3f}")
     return {"case": case, "split_seed": args.split_seed, "train_seed": args.train_seed, "settings": train_kw,
@@ -181,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--adversarial", type=float, help="weight of the patch discriminator's term (default: the library's, 0)")
     ap.add_argument("--content-pool", type=int, help="the content term's averaging window (default: the library's)")
     ap.add_argument("--ema", type=float, help="decay of the weights' moving average (default: the library's)")
+    ap.add_argument("--batch-size", type=int, help="renders per training step (default: the library's)")
     ap.add_argument("--tone-content", type=float, help="weight of the tone's share of the content term (default: the library's)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -191,6 +192,7 @@ def main(argv=None) -> int:
                                   ("balance", args.balance), ("mean_weight", args.mean_weight),
                                   ("width", args.width), ("depth", args.depth), ("adversarial", args.adversarial),
                                   ("tone_content", args.tone_content), ("content_pool", args.content_pool), ("ema", args.ema),
+                                  ("batch_size", args.batch_size),
                                   ("native", None if args.native is None else bool(args.native)),
                                   ("layers", args.layers.split(",") if args.layers else None)) if v is not None}
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-enhance-warehouse-"))
