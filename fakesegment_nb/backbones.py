@@ -66,6 +66,8 @@ class Backbone:
     model : the whole model (torchvision's or timm's, classifier head included); its
         ``state_dict`` is what weights files hold.
     preprocessing : the library transform that makes the input, as text (stored in the store).
+    resize : the interpolation that preprocessing resizes images with (``"bilinear"`` or
+        ``"bicubic"``): training the enhancer resizes its images the same way.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Backbone:
     _forward: Callable[[torch.Tensor], "OrderedDict[str, torch.Tensor]"] = field(repr=False)
     _differentiable: Callable[[torch.Tensor], torch.Tensor] = field(repr=False)
     preprocessing: str = ""
+    resize: str = "bilinear"
     device: torch.device = torch.device("cpu")
 
     def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -240,13 +243,13 @@ def _timm_backbone(name: str, model: torch.nn.Module, modules: dict[str, str],
     transform = timm.data.create_transform(**cfg)
     mean = torch.tensor(cfg["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"]).view(1, 3, 1, 1)
+    mode = cfg["interpolation"] if cfg["interpolation"] in ("bilinear", "bicubic") else "bilinear"
 
     def preprocess(images, device):
         return torch.stack([transform(Image.fromarray(np.asarray(im))) for im in images]).to(device)
 
     def differentiable(x):
-        x = F.interpolate(x, size=size, mode=cfg["interpolation"] if cfg["interpolation"] in
-                          ("bilinear", "bicubic") else "bilinear", align_corners=False, antialias=True)
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=True)
         return (x - mean.to(x.device)) / std.to(x.device)
 
     def forward(x):
@@ -254,6 +257,7 @@ def _timm_backbone(name: str, model: torch.nn.Module, modules: dict[str, str],
 
     text = " ".join(str(transform).split())
     return Backbone(name, list(modules), size, model, preprocess, forward, differentiable,
+                    resize=mode,
                     preprocessing=f"timm {model.pretrained_cfg.get('architecture', name)} data config "
                                   f"{ {k: cfg[k] for k in ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')} }"
                                   f" -> create_transform: {text}")

@@ -146,7 +146,8 @@ def _enhance_apply(args) -> int:
     res = apply_enhancer(args.enhancer, args.images, args.out, progress=not args.quiet)
     for f in res.failed:
         print(f"fakesegment: note: skipped {f}", file=sys.stderr)
-    scale = f"{res.scale[1]}x{res.scale[0]} px, as trained" if res.scale else "the images' own resolution"
+    scale = (f"{res.scale[1]}x{res.scale[0]} px (resized {res.resize}), as trained" if res.scale
+             else "the images' own resolution")
     print(f"{args.out}: {res.written} enhanced images written ({len(res.failed)} skipped as unreadable); "
           f"enhancer trained with {res.meta.get('model', '?')} ({res.meta.get('weights', '?')}) "
           f"layers {','.join(res.meta.get('layers', []))}; local steps at {scale}")

@@ -15,6 +15,7 @@ from PIL import Image
 from fakesegment_nb.cli import main
 from fakesegment_nb.enhance import (DEFAULT_LAYERS, Enhancer, apply_enhancer, content_ssim, enhance_array, holdout_split,
                                     load_enhancer, save_enhancer, train_enhancer, working_size)
+from fakesegment_nb.enhance.network import working_resize
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.manifest import scan_folder
 
@@ -51,6 +52,7 @@ def test_training_is_deterministic_for_a_seed_and_the_file_says_what_trained_it(
     assert _same_state(net, trained.enhancer)
     assert meta["model"] == "efficientnet_lite0" and meta["weights"].startswith("imagenet:")
     assert meta["weights_trained"] is True
+    assert meta["resize"] == "bicubic"  # efficientnet_lite0's preprocessing resizes bicubic; training did too
     assert meta["layers"] == list(DEFAULT_LAYERS) and meta["steps"] == STEPS and meta["seed"] == 0
     assert set(meta["loss"]["layer_weights"]) == set(DEFAULT_LAYERS)
     assert {"content_weight", "paired_weight"} <= set(meta["loss"]) and meta["fakesegment_nb"]
@@ -122,6 +124,7 @@ def test_apply_writes_same_relative_paths_any_image_kind_reproducibly(trained, t
     assert res.written == len(sizes) and len(res.failed) == 1 and "broken.png" in res.failed[0]
     size = trained.meta["input_size"]
     assert res.scale == (size, size)  # whole images resized to the input: the local steps run there
+    assert res.resize == trained.meta["resize"] == "bicubic"  # ... resized there as training resized them
     for rel, hw in sizes.items():
         im = Image.open(tmp_path / "out" / rel)
         assert im.mode == "RGB" and im.size == hw[::-1], rel
@@ -146,12 +149,16 @@ def test_working_size_follows_how_the_enhancer_was_trained():
     assert working_size({"input_size": 320, "crop": 224, "native": False}) is None
     assert working_size({"input_size": 320, "crop": None, "native": True}) is None
     assert working_size({}) is None
+    assert working_resize({"resize": "bicubic"}) == "bicubic"
+    assert working_resize({}) == "bilinear"  # files written before training recorded its resize
 
 
-def test_local_steps_at_the_trained_scale_reproduce_the_trained_output_at_that_scale():
+@pytest.mark.parametrize("resize", ["bilinear", "bicubic"])
+def test_local_steps_at_the_trained_scale_reproduce_the_trained_output_at_that_scale(resize):
     """An image 4x larger than the scale the enhancer learned at: run there and upsampled, the local
-    steps give, seen at that scale again, what the enhancer gives on the image resized to it; run at
-    full resolution their 3x3 kernels act on 4x finer pixels and do something else."""
+    steps give, seen at that scale again (resized as training resized), what the enhancer gives on
+    the image resized to it; run at full resolution their 3x3 kernels act on 4x finer pixels and do
+    something else."""
     torch.manual_seed(0)
     net = Enhancer(noise=False).eval()
     with torch.no_grad():
@@ -160,13 +167,13 @@ def test_local_steps_at_the_trained_scale_reproduce_the_trained_output_at_that_s
     small = torch.stack([0.5 + 0.4 * torch.sin(9 * xx + 5 * yy), 0.5 + 0.3 * torch.cos(7 * yy),
                          (xx * yy) ** 0.5])[None]
     x = torch.nn.functional.interpolate(small, scale_factor=4, mode="bilinear", align_corners=False).clamp(0, 1)
-    down = lambda t: torch.nn.functional.interpolate(t, size=(32, 48), mode="bilinear", antialias=True,
+    down = lambda t: torch.nn.functional.interpolate(t, size=(32, 48), mode=resize, antialias=True,
                                                      align_corners=False)
     with torch.no_grad():
         target = net(down(x).clamp(0, 1))
-        scaled = net.at_scale(x, (32, 48))
+        scaled = net.at_scale(x, (32, 48), resize=resize)
         full = net(x)
-        identity = Enhancer(noise=False).eval().at_scale(x, (32, 48))
+        identity = Enhancer(noise=False).eval().at_scale(x, (32, 48), resize=resize)
     assert scaled.shape == x.shape
     err_scaled = (down(scaled) - target).abs().mean()
     err_full = (down(full) - target).abs().mean()
@@ -174,6 +181,29 @@ def test_local_steps_at_the_trained_scale_reproduce_the_trained_output_at_that_s
     assert err_scaled < 0.002 and err_scaled < err_full / 4, (err_scaled, err_full)  # measured 0.0010, 0.0062
     assert torch.allclose(identity, x, atol=1e-5)  # a fresh enhancer stays the identity at any scale
     assert torch.equal(net.at_scale(x, None), full) and torch.equal(net.at_scale(x, tuple(x.shape[-2:])), full)
+
+
+def test_training_resizes_whole_images_as_extraction_does():
+    """The loss must see the pixel-scale detail a store will hold: whole training images are resized
+    with the network's own preprocessing interpolation (efficientnet_lite0: timm's bicubic), which
+    reproduces extraction's input to within 8-bit rounding; the bilinear resize used before did not
+    (a mean difference of about one grey level, up to 28 at edges)."""
+    from skimage import data
+    from torchvision import tv_tensors
+
+    from fakesegment_nb.backbones import build_backbone
+    from fakesegment_nb.enhance.data import training_transform
+
+    bb = build_backbone("efficientnet_lite0", ["p2"])
+    assert bb.resize == "bicubic" and build_backbone("ssdlite320_mobilenet_v3_large", ["c5"]).resize == "bilinear"
+    img = data.astronaut()  # 512 x 512, resized to 320
+    seen = bb.preprocess([img])[0] * 0.5 + 0.5  # extraction's input, its normalisation undone
+    err = {}
+    for mode in ("bilinear", "bicubic"):
+        t = training_transform(bb.input_size[0], augment=False, resize=mode)(
+            tv_tensors.Image(torch.from_numpy(img).permute(2, 0, 1)))
+        err[mode] = float((t - seen).abs().mean())
+    assert err["bicubic"] < 1e-4 < 2e-3 < err["bilinear"], err  # measured 1.1e-5 and 4.5e-3
 
 
 def test_holdout_split_keeps_scenes_together_and_apart(tmp_path):

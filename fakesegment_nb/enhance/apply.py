@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import FakesegmentError, ImageError, ParameterError
 from ..images import load_rgb
 from ..manifest import scan_folder
-from .network import Enhancer, load_enhancer, noise_generator, working_size
+from .network import Enhancer, load_enhancer, noise_generator, working_resize, working_size
 
 __all__ = ["apply_enhancer", "enhance_array", "ApplyResult"]
 
@@ -34,16 +34,18 @@ class ApplyResult:
     failed: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
     scale: tuple[int, int] | None = None  # where the local steps ran (None: each image's own resolution)
+    resize: str = "bilinear"  # how images were resized to ``scale``, as training resized them
 
 
 def enhance_array(enhancer: Enhancer, image: np.ndarray, seed: int = 0,
-                  scale: tuple[int, int] | None = None) -> np.ndarray:
+                  scale: tuple[int, int] | None = None, resize: str = "bilinear") -> np.ndarray:
     """One uint8 RGB image ``(H, W, 3)`` -> its enhanced uint8 copy, the local steps run at ``scale``
-    (height, width; None: the image's own; :meth:`~.network.Enhancer.at_scale`); the grain is seeded
-    by ``seed`` and the image's pixels, so the result is reproducible."""
+    (height, width; None: the image's own), the image resized there with ``resize``
+    (:meth:`~.network.Enhancer.at_scale`); the grain is seeded by ``seed`` and the image's pixels,
+    so the result is reproducible."""
     x = torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)[None].float().div(255)  # a writable copy
     with torch.no_grad():
-        y = enhancer.at_scale(x, scale, generator=noise_generator(seed, image))
+        y = enhancer.at_scale(x, scale, generator=noise_generator(seed, image), resize=resize)
     return (y[0].permute(1, 2, 0).mul(255).round().clamp(0, 255)).to(torch.uint8).numpy()
 
 
@@ -96,7 +98,7 @@ def apply_enhancer(enhancer, images, out, progress: bool = True) -> ApplyResult:
     if dst == src or src in dst.parents:
         raise ParameterError("out", f"{out} must not be the images folder or inside it")
     seed = int(meta.get("seed", 0))
-    res = ApplyResult(Path(out), meta=meta, scale=working_size(meta))
+    res = ApplyResult(Path(out), meta=meta, scale=working_size(meta), resize=working_resize(meta))
     loader = DataLoader(_Decoded(entries), batch_size=None, num_workers=0, collate_fn=_as_is)
     net.eval()
     for i, arr, err in tqdm(loader, total=len(entries), desc="enhance apply", unit="img", disable=not progress,
@@ -105,6 +107,6 @@ def apply_enhancer(enhancer, images, out, progress: bool = True) -> ApplyResult:
             res.failed.append(err)
             continue
         rel = entries[i].image.split("/", 1)[1]
-        _write(enhance_array(net, arr, seed, res.scale), Path(out) / rel)
+        _write(enhance_array(net, arr, seed, res.scale, res.resize), Path(out) / rel)
         res.written += 1
     return res

@@ -78,7 +78,7 @@ class _Shift(v2.Transform):
 
 
 def training_transform(size: int, augment: bool = True, crop: int | None = None,
-                       native: bool = False) -> v2.Transform:
+                       native: bool = False, resize: str = "bilinear") -> v2.Transform:
     """uint8 ``(H, W, 3)`` arrays -> float ``(3, size, size)`` in [0, 1], augmented; with ``crop``,
     a random ``(3, crop, crop)`` crop at the image's own resolution instead (``size`` unused); with
     ``native``, the whole image at its own resolution (flipped and shifted by up to 1/16 of each
@@ -86,7 +86,10 @@ def training_transform(size: int, augment: bool = True, crop: int | None = None,
     path ``enhance apply`` and extraction take.
 
     Called with several images at once, it applies the same random flip, shift and crop to each
-    (how a synthetic image and its real twin stay aligned).
+    (how a synthetic image and its real twin stay aligned). Whole images are resized with
+    ``resize`` (``"bilinear"`` or ``"bicubic"``, antialiased): the network's own preprocessing's
+    interpolation (:attr:`~fakesegment_nb.backbones.Backbone.resize`), so that the loss sees the
+    pixel-scale detail that extraction will.
     """
     if crop is not None:
         if int(crop) != crop or crop < 32:
@@ -102,7 +105,8 @@ def training_transform(size: int, augment: bool = True, crop: int | None = None,
             steps += [v2.RandomHorizontalFlip(), _Shift(1 / 16)]
         steps.append(v2.ToDtype(torch.float32, scale=True))
         return v2.Compose(steps)
-    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), antialias=True)]
+    steps: list[v2.Transform] = [v2.ToImage(), v2.Resize((size, size), interpolation=v2.InterpolationMode(resize),
+                                                         antialias=True)]
     if augment:
         steps += [v2.RandomHorizontalFlip(),
                   v2.RandomCrop(size, padding=max(size // 16, 1), padding_mode="reflect")]

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..errors import FakesegmentError
 
-__all__ = ["Enhancer", "FORMAT", "save_enhancer", "load_enhancer", "noise_generator", "working_size"]
+__all__ = ["Enhancer", "FORMAT", "save_enhancer", "load_enhancer", "noise_generator", "working_size", "working_resize"]
 
 FORMAT = "fakesegment_nb.enhancer/1"
 
@@ -119,15 +119,16 @@ class Enhancer(nn.Module):
         return y.clamp(0, 1)
 
     def at_scale(self, x: torch.Tensor, size: tuple[int, int] | None, noise: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None = None, resize: str = "bilinear") -> torch.Tensor:
         """Enhance ``x`` with the local steps (residual, grain) run at ``size`` (height, width):
-        ``tone(x) + up(enhanced(down(x)) - tone(down(x)))``, down and up bilinear (down
-        antialiased, as training resizes), so the image keeps its own resolution and the local steps
-        act at the pixel scale they were trained at. ``size`` None or ``x``'s own size: :meth:`forward`.
-        ``noise``, if given, has the shape of ``x`` resized to ``size``."""
+        ``tone(x) + up(enhanced(down(x)) - tone(down(x)))``, down antialiased with ``resize``
+        (``"bilinear"`` or ``"bicubic"``: as training resized, :func:`working_resize`), up bilinear,
+        so the image keeps its own resolution and the local steps act at the pixel scale they were
+        trained at. ``size`` None or ``x``'s own size: :meth:`forward`. ``noise``, if given, has the
+        shape of ``x`` resized to ``size``."""
         if size is None or tuple(size) == tuple(x.shape[-2:]):
             return self(x, noise=noise, generator=generator)
-        small = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+        small = F.interpolate(x, size=tuple(size), mode=resize, antialias=True, align_corners=False).clamp(0, 1)
         local = self(small, noise=noise, generator=generator) - self.tone(small)
         up = F.interpolate(local, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
         return (self.tone(x) + up).clamp(0, 1)
@@ -141,6 +142,12 @@ def working_size(meta: dict) -> tuple[int, int] | None:
     if not size or meta.get("crop") or meta.get("native"):
         return None
     return (int(size), int(size))
+
+
+def working_resize(meta: dict) -> str:
+    """The interpolation an enhancer's training resized whole images with, from its file's ``meta``
+    (the network's preprocessing's; files written before it was recorded: ``"bilinear"``)."""
+    return str(meta.get("resize", "bilinear"))
 
 
 def noise_generator(seed: int, image: np.ndarray) -> torch.Generator:

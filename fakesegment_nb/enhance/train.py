@@ -392,7 +392,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     layers = list(backbone.layers)
     size = int(backbone.input_size[0])
     twins = paired_keys(real_e, syn_e) if paired_weight > 0 else {}
-    transform = training_transform(size, crop=crop)
+    transform = training_transform(size, crop=crop, resize=backbone.resize)
     syn_transform = training_transform(size, native=True) if native else transform
     syn_ds = ImageFiles(syn_e, syn_transform, [twins.get(e.path) for e in syn_e] if twins else None)
     if twins and len(twins) < len(syn_e):
@@ -480,7 +480,7 @@ def train_enhancer(real, synthetic, out=None, *, model: str = DEFAULT_MODEL, wei
     enhancer.eval()
     seconds = time.perf_counter() - t0
     meta = {"model": backbone.name, "weights": info.label, "weights_trained": bool(info.trained),
-            "layers": layers, "input_size": size, "crop": crop, "native": native,
+            "layers": layers, "input_size": size, "resize": backbone.resize, "crop": crop, "native": native,
             "loss": {"realism": "FeatureRealismLoss unpaired (statistics matching) against the moments of "
                                 "all real training images", "layer_weights": layer_weights,
                      "mean_weights": {l: w[0] for l, w in part_weights.items()}, "balance": balance,
