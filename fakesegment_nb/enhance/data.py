@@ -120,28 +120,15 @@ def training_transform(size: int, augment: bool = True, crop: int | None = None,
 DECODE_CACHE_BYTES = 2 << 30
 
 
-def _split_fixed(transform: v2.Transform) -> tuple[list[v2.Transform], v2.Transform]:
-    """A :func:`training_transform` -> (its leading steps that draw nothing -- ``ToImage`` and the
-    whole-image ``Resize`` --, the rest): the first part's result can be kept and reused."""
-    steps = list(transform.transforms) if isinstance(transform, v2.Compose) else [transform]
-    n = 0
-    while n < len(steps) and type(steps[n]) in (v2.ToImage, v2.Resize):
-        n += 1
-    return steps[:n], v2.Compose(steps[n:])
-
-
 class ImageFiles(Dataset):
     """The images of ``entries`` (from :func:`~fakesegment_nb.manifest.scan_folder`), decoded
     and transformed; with ``twins`` (one path or None per entry) an item is ``(image, twin)``.
-    Decoded images, resized when the transform starts by resizing whole images (a step that draws
-    nothing; bicubic from 1 MP costs about 30 ms), are kept (up to ``cache_bytes``) and the
-    random rest of the transform runs afresh at each draw."""
+    Decoded images are kept (up to ``cache_bytes``) and transformed afresh at each draw."""
 
     def __init__(self, entries: Sequence[Entry], transform: v2.Transform,
                  twins: Sequence[str | None] | None = None, cache_bytes: int = DECODE_CACHE_BYTES):
         self.entries = list(entries)
         self.transform = transform
-        self._fixed, self._random = _split_fixed(transform)
         self.twins = list(twins) if twins is not None else None
         self.cache_bytes = int(cache_bytes)
         self._cache: dict[str, torch.Tensor] = {}
@@ -154,12 +141,9 @@ class ImageFiles(Dataset):
         img = self._cache.get(path)
         if img is None:
             try:
-                img = tv_tensors.Image(torch.from_numpy(load_rgb(path)).permute(2, 0, 1))
+                img = torch.from_numpy(load_rgb(path)).permute(2, 0, 1)
             except ImageError as exc:
                 raise FakesegmentError(f"cannot train on {path}: {exc}") from None
-            for step in self._fixed:
-                img = step(img)
-            img = img.as_subclass(torch.Tensor)
             if self._cached + img.numel() <= self.cache_bytes:
                 self._cache[path] = img
                 self._cached += img.numel()
@@ -168,9 +152,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int):
         img = self._decode(self.entries[i].path)
         if self.twins is None:
-            return self._random(img)
+            return self.transform(img)
         twin = self._decode(self.twins[i])
-        return self._random(img, twin)
+        return self.transform(img, twin)
 
 
 def collate_sizes(items):
