@@ -62,7 +62,8 @@ TRAIN_LAYERS = {DEFAULT_MODEL: DEFAULT_LAYERS}
 # enhancer seeds 0 and 1) p2 fell by 47.4% on average against 42.4% at 300 steps, p3 49.0 against
 # 43.3%, p4 37.7 against 35.4%; content SSIM 0.74 against 0.80; docs/loss.md, "Twelfth round" (which
 # also has its cost: split 1's randomised renders move further away at p2). Training on 15 renders of
-# 1 MP took 276 s here (issue 20: <= 10 minutes), and on the probe 273 s (issue 13: <= 300 s).
+# 1 MP took 276 s here (issue 20: <= 10 minutes; 330-352 s on another day, with the bicubic resize of the
+# fourteenth round), and on the probe 273 s (issue 13: <= 300 s).
 DEFAULT_STEPS = 600
 # None: whole images resized to the network's input size, the scale at which the gap is measured.
 # crop=224 (random crops at the images' own resolution, fed to the network at that size) is an
