@@ -47,7 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fakesegment_nb.enhance import (DEFAULT_MODEL, apply_enhancer, content_ssim, gap_table,  # noqa: E402
-                                    train_enhancer)
+                                    train_enhancer, working_resize)
 from fakesegment_nb.extract import extract  # noqa: E402
 from fakesegment_nb.manifest import scan_folder  # noqa: E402
 
@@ -117,7 +117,7 @@ def run_case(case: str, data: Path, work: Path, args, train_kw: dict) -> dict:
     print(f"trained on {syn['counts']['train']} renders + {real['counts']['train']} photos; measured on the other "
           f"{syn['counts']['heldout']} renders ({', '.join(syn['heldout_keys'])}) + {real['counts']['heldout']} photos")
     print(f"enhancer: {m['model']} ({m['weights']}), layers {','.join(m['layers'])}, "
-          f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else ' resized ' + m.get('resize', 'bilinear'))}, {m['steps']} steps, lr {m['optimizer']['lr']:g}, content weight "
+          f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else ' resized ' + working_resize(m))}, {m['steps']} steps, lr {m['optimizer']['lr']:g}, content weight "
           f"{m['loss']['content_weight']:g}, balance {m['loss'].get('balance', 'layer')}, mean weight "
           f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, batch {m['optimizer']['batch_size']}, adversarial {m['loss'].get('adversarial', 0):g}, tone content {m['loss'].get('tone_content')}, weights' average decay {m['loss'].get('ema_decay', 0):g}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
     print(_table(df))

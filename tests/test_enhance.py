@@ -14,8 +14,7 @@ from PIL import Image
 
 from fakesegment_nb.cli import main
 from fakesegment_nb.enhance import (DEFAULT_LAYERS, Enhancer, apply_enhancer, content_ssim, enhance_array, holdout_split,
-                                    load_enhancer, save_enhancer, train_enhancer, working_size)
-from fakesegment_nb.enhance.network import working_resize
+                                    load_enhancer, save_enhancer, train_enhancer, working_resize, working_size)
 from fakesegment_nb.errors import FakesegmentError
 from fakesegment_nb.manifest import scan_folder
 
