@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     ap.add_argument("--adversarial", type=float, default=None, help="weight of the patch discriminator's term")
     ap.add_argument("--tone-content", type=float, default=None, help="weight of the tone's share of the content term")
     ap.add_argument("--ema", type=float, default=None, help="decay of the weights' moving average")
+    ap.add_argument("--exposure", type=int, choices=(0, 1), default=None,
+                    help="1: bring every render to the training renders' exposure first (default: the library's)")
     ap.add_argument("--native", type=int, choices=(0, 1), default=None,
                     help="1: enhance whole images at their own resolution in training")
     ap.add_argument("--enhancer", help="measure this enhancer file (trained on this probe's training half "
@@ -102,7 +104,8 @@ def main(argv=None) -> int:
                                ("grain_lr", args.grain_lr), ("momentum", args.momentum),
                                ("balance", args.balance), ("mean_weight", args.mean_weight),
                                ("adversarial", args.adversarial), ("tone_content", args.tone_content), ("ema", args.ema),
-                               ("native", None if args.native is None else bool(args.native))) if v is not None}
+                               ("native", None if args.native is None else bool(args.native)),
+                               ("exposure", None if args.exposure is None else bool(args.exposure))) if v is not None}
     load = os.getloadavg()[0]
     t = time.perf_counter()
     if args.enhancer:

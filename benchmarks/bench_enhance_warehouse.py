@@ -91,6 +91,11 @@ def _table(df) -> str:
     return "\n".join(lines)
 
 
+def _exposure(meta: dict) -> str:
+    key = meta["loss"].get("exposure_key")
+    return f"to key {key:.3f}" if key else "off"
+
+
 def run_case(case: str, data: Path, work: Path, args, train_kw: dict) -> dict:
     root = work / f"{case}_s{args.split_seed}"
     syn = split_by_scene(data / "synthetic" / case, "synthetic", root, args.split_seed)
@@ -119,7 +124,7 @@ def run_case(case: str, data: Path, work: Path, args, train_kw: dict) -> dict:
     print(f"enhancer: {m['model']} ({m['weights']}), layers {','.join(m['layers'])}, "
           f"{'crops of %d px' % m['crop'] if m.get('crop') else 'whole images' + (' at their own resolution' if m.get('native') else ' resized ' + working_resize(m))}, {m['steps']} steps, lr {m['optimizer']['lr']:g}, content weight "
           f"{m['loss']['content_weight']:g}, balance {m['loss'].get('balance', 'layer')}, mean weight "
-          f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, batch {m['optimizer']['batch_size']}, adversarial {m['loss'].get('adversarial', 0):g}, tone content {m['loss'].get('tone_content')}, weights' average decay {m['loss'].get('ema_decay', 0):g}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
+          f"{m['loss'].get('mean_weight', 1):g}, width {m['enhancer']['width']} depth {m['enhancer']['depth']}, batch {m['optimizer']['batch_size']}, adversarial {m['loss'].get('adversarial', 0):g}, tone content {m['loss'].get('tone_content')}, weights' average decay {m['loss'].get('ema_decay', 0):g}, exposure {_exposure(m)}, seed {m['seed']}; {train_s:.0f} s (load average {load:.1f})")
     print(_table(df))
     print(f"content SSIM (enhanced vs input): mean {ssim['ssim'].mean():.3f}, min {ssim['ssim'].min():.3f}")
     return {"case": case, "split_seed": args.split_seed, "train_seed": args.train_seed, "settings": train_kw,
@@ -183,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ema", type=float, help="decay of the weights' moving average (default: the library's)")
     ap.add_argument("--batch-size", type=int, help="renders per training step (default: the library's)")
     ap.add_argument("--tone-content", type=float, help="weight of the tone's share of the content term (default: the library's)")
+    ap.add_argument("--exposure", type=int, choices=(0, 1), help="1: bring every render to the training renders' exposure first, 0: not (default: the library's)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if not (args.data / "synthetic").is_dir() or not (args.data / "real").is_dir():
@@ -193,6 +199,7 @@ def main(argv=None) -> int:
                                   ("width", args.width), ("depth", args.depth), ("adversarial", args.adversarial),
                                   ("tone_content", args.tone_content), ("content_pool", args.content_pool), ("ema", args.ema),
                                   ("batch_size", args.batch_size),
+                                  ("exposure", None if args.exposure is None else bool(args.exposure)),
                                   ("native", None if args.native is None else bool(args.native)),
                                   ("layers", args.layers.split(",") if args.layers else None)) if v is not None}
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-enhance-warehouse-"))

@@ -126,7 +126,7 @@ def _enhance_train(args) -> int:
 
     layers = [l.strip() for l in args.layers.split(",") if l.strip()] if args.layers else None
     given = {"layers": layers, "steps": args.steps, "crop": args.crop,  # unset: the library's defaults
-             "adversarial": args.adversarial}
+             "adversarial": args.adversarial, "exposure": None if args.exposure is None else args.exposure == "on"}
     res = train_enhancer(args.real, args.synthetic, args.out, model=args.model, weights=args.weights,
                          seed=args.seed, device=args.device, batch_size=args.batch_size, progress=not args.quiet,
                          **{k: v for k, v in given.items() if v is not None})
@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("--adversarial", type=float, default=None,
                     help="weight of a patch discriminator on the network's features, trained alongside "
                          "(default 0: none; docs/loss.md)")
+    et.add_argument("--exposure", choices=("on", "off"), default=None,
+                    help="on: bring every render to the training renders' exposure before the tone curve (for "
+                         "renders lit very differently from each other; docs/loss.md); off (default): as they are")
     et.add_argument("--seed", type=int, default=0, help="same seed and data, same enhancer (default 0)")
     et.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     et.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -267,8 +267,9 @@ def test_cli_train_and_apply(tiny, tmp_path, capsys):
     real, syn = tiny
     pt = tmp_path / "cli.pt"
     assert main(["enhance", "train", "--real", str(real), "--synthetic", str(syn), "--out", str(pt),
-                 "--steps", "2", "--batch-size", "2", "--quiet"]) == 0
+                 "--steps", "2", "--batch-size", "2", "--exposure", "on", "--quiet"]) == 0
     assert "enhancer trained on 3 synthetic and 3 real images, 2 steps" in capsys.readouterr().out
+    assert load_enhancer(pt)[0].config["exposure"] is True
     assert main(["enhance", "apply", "--enhancer", str(pt), "--images", str(syn), "--out",
                  str(tmp_path / "enh"), "--quiet"]) == 0
     assert "3 enhanced images written" in capsys.readouterr().out
@@ -524,3 +525,47 @@ def test_the_enhancer_kept_is_the_moving_average_of_its_weights(trained, tiny):
     assert moved > 0
     with pytest.raises(FakesegmentError, match="ema"):
         train_enhancer(*tiny, None, steps=1, ema=1.0, progress=False)
+
+
+def test_exposure_brings_every_image_near_the_key_keeping_the_order_of_its_pixels():
+    """Renders lit darker or brighter than the training ones are brought to one key by a power per
+    image before the tone curve: each ends near it, no pixel is clipped, darker stays darker."""
+    from fakesegment_nb.enhance import exposure_key
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 3, 48, 48) * torch.tensor([0.15, 0.6, 0.98])[:, None, None, None]
+    before = exposure_key(x)
+    assert before[0] < 0.12 and before[2] > 0.4  # one dark, one bright render
+    e = Enhancer(exposure=True)
+    e.exposure_key.fill_(0.3)
+    y = e.exposed(x)
+    assert torch.allclose(exposure_key(y), torch.full((3,), 0.3), atol=0.05)
+    assert float(y.max()) < 1.0 and float(y.min()) >= 0.0
+    for i in range(3):  # monotone per image: the order of the pixels stays
+        flat_x, flat_y = x[i].flatten(), y[i].flatten()
+        assert bool((flat_y[flat_x.argsort()].diff() >= 0).all())
+    plain = Enhancer()
+    assert torch.equal(plain.exposed(x), x) and "exposure" not in plain.config
+
+
+def test_training_sets_the_key_to_the_renders_and_the_file_keeps_it(trained, tiny, tmp_path):
+    from fakesegment_nb.enhance import exposure_key
+    from fakesegment_nb.enhance.train import DEFAULT_EXPOSURE
+
+    assert DEFAULT_EXPOSURE is False and "exposure" not in trained.enhancer.config
+    assert trained.meta["loss"]["exposure_key"] is None
+    trained = train_enhancer(*tiny, tmp_path / "on.pt", steps=1, batch_size=2, seed=0, exposure=True, progress=False)
+    assert trained.enhancer.config["exposure"] is True
+    imgs = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None] / 255.0
+            for p in sorted(tiny[1].iterdir())]
+    keys = torch.cat([exposure_key(x) for x in imgs])
+    key = float(trained.enhancer.exposure_key)
+    assert float(keys.min()) <= key <= float(keys.max())  # the renders' geometric mean (drawn as training draws)
+    assert trained.meta["loss"]["exposure_key"] == pytest.approx(key)
+    net, _ = load_enhancer(trained.path)
+    assert net.config["exposure"] is True and float(net.exposure_key) == key
+    # `enhance apply` brings each image to the key: a darker copy of a render comes out close to the render's output
+    img = np.asarray(Image.open(sorted(tiny[1].iterdir())[0]).convert("RGB"))
+    dark = (255 * (img / 255.0) ** 2.0).round().astype(np.uint8)
+    out, out_dark = (enhance_array(net, a).astype(float) for a in (img, dark))
+    assert np.abs(out_dark - out).mean() < 0.25 * np.abs(dark.astype(float) - img).mean()

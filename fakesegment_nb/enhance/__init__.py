@@ -12,11 +12,11 @@
 from .apply import ApplyResult, apply_enhancer, enhance_array
 from .data import HoldoutSplit, holdout_split
 from .measure import content_ssim, gap_table, map_change
-from .network import FORMAT, Enhancer, load_enhancer, save_enhancer, working_resize, working_size
+from .network import FORMAT, Enhancer, exposure_key, load_enhancer, save_enhancer, working_resize, working_size
 from .train import (DEFAULT_CONTENT_WEIGHT, DEFAULT_CROP, DEFAULT_LAYERS, DEFAULT_MODEL, DEFAULT_STEPS, TrainResult,
                     train_enhancer)
 
-__all__ = ["Enhancer", "FORMAT", "load_enhancer", "save_enhancer", "working_size", "working_resize", "train_enhancer", "TrainResult",
+__all__ = ["Enhancer", "FORMAT", "exposure_key", "load_enhancer", "save_enhancer", "working_size", "working_resize", "train_enhancer", "TrainResult",
            "DEFAULT_MODEL", "DEFAULT_LAYERS", "DEFAULT_STEPS", "DEFAULT_CROP", "DEFAULT_CONTENT_WEIGHT",
            "apply_enhancer", "enhance_array",
            "ApplyResult", "holdout_split", "HoldoutSplit", "gap_table", "content_ssim", "map_change"]

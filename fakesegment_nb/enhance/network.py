@@ -4,7 +4,11 @@
 
 1. a global tone curve per colour channel (monotone, piecewise linear over ``knots`` segments,
    fixed at 0 and 1) followed by a 3x3 colour matrix and offset: exposure, gamma and white
-   balance;
+   balance. With ``exposure``, each image is first brought to one exposure (its log-average
+   luminance, the "key" of Reinhard et al.'s photographic tone reproduction, 2002, set to the
+   training renders' by :func:`~fakesegment_nb.enhance.train.train_enhancer`) by a power
+   ``x ** g``, so renders lit darker or brighter than the training ones reach the curve where it
+   was learned;
 2. a shallow residual stack of 3x3 convolutions at full resolution: local sharpening and
    detail. Its last convolution starts at zero;
 3. grain, as a camera adds it (Carlson et al., "Modeling camera effects to improve visual
@@ -39,9 +43,16 @@ from torch import nn
 
 from ..errors import FakesegmentError
 
-__all__ = ["Enhancer", "FORMAT", "save_enhancer", "load_enhancer", "noise_generator", "working_size", "working_resize"]
+__all__ = ["Enhancer", "FORMAT", "exposure_key", "save_enhancer", "load_enhancer", "noise_generator", "working_size", "working_resize"]
 
 FORMAT = "fakesegment_nb.enhancer/1"
+
+
+def exposure_key(x: torch.Tensor) -> torch.Tensor:
+    """Each image's key: ``exp(mean(log(lum + 0.01)))`` of ``(B, 3, H, W)`` images in [0, 1],
+    ``lum`` the Rec. 709 luminance of the (gamma-encoded) values; ``(B,)``, within [0.02, 0.98]."""
+    lum = (x.clamp(0, 1) * x.new_tensor([0.2126, 0.7152, 0.0722])[None, :, None, None]).sum(1)
+    return (lum + 0.01).log().mean((1, 2)).exp().clamp(0.02, 0.98)
 
 
 class Enhancer(nn.Module):
@@ -53,13 +64,18 @@ class Enhancer(nn.Module):
     depth : number of 3x3 convolutions in the residual stack (at least 2).
     knots : segments of each channel's tone curve.
     noise : add learned grain.
+    exposure : bring each image to the key ``exposure_key`` (a buffer) before the tone curve.
     """
 
-    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True):
+    def __init__(self, width: int = 8, depth: int = 3, knots: int = 16, noise: bool = True, exposure: bool = False):
         super().__init__()
         if width < 1 or depth < 2 or knots < 1:
             raise FakesegmentError("Enhancer needs width >= 1, depth >= 2 and knots >= 1")
         self.config = {"width": int(width), "depth": int(depth), "knots": int(knots), "noise": bool(noise)}
+        if exposure:
+            self.config["exposure"] = True
+            # the key every image is brought to before the tone curve (training sets the renders')
+            self.register_buffer("exposure_key", torch.tensor(0.18))
         # softmax of the logits = the curve's increments; equal logits = the identity curve
         self.curve = nn.Parameter(torch.zeros(3, knots))
         self.mix = nn.Parameter(torch.eye(3))
@@ -87,8 +103,19 @@ class Enhancer(nn.Module):
         """The grain's kernel and levels (none without grain)."""
         return [self.grain_kernel, self.log_read, self.log_shot] if self.config["noise"] else []
 
+    def exposed(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with each image's key (:func:`exposure_key`) brought to the enhancer's by a power
+        ``x ** g`` per image, ``g`` within [1/3, 3] (monotone, nothing clipped; the key of the result
+        is close to the target, not equal: the power acts on each channel, not on the luminance);
+        ``x`` itself without ``exposure``."""
+        if not self.config.get("exposure"):
+            return x
+        g = (self.exposure_key.log() / exposure_key(x).log()).clamp(1 / 3, 3)
+        return x.clamp(0, 1).clamp_min(1e-6) ** g[:, None, None, None]
+
     def tone(self, x: torch.Tensor) -> torch.Tensor:
         """The global part: per-channel tone curve, then the colour matrix and offset."""
+        x = self.exposed(x)
         k = self.curve.shape[1]
         inc = torch.softmax(self.curve, dim=1)                                  # (3, K), sums to 1
         knots = torch.cat([torch.zeros_like(inc[:, :1]), inc.cumsum(1)], 1)     # (3, K+1), 0 .. 1
