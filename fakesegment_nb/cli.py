@@ -136,7 +136,8 @@ def _enhance_train(args) -> int:
     print(f"{res.path}: enhancer trained on {m['n_synthetic']} synthetic and {m['n_real']} real images, "
           f"{m['steps']} steps in {res.seconds:.0f} s; loss {res.history[0]['total']:.4g} -> "
           f"{res.history[-1]['total']:.4g}; {m['model']} ({m['weights']}) layers {','.join(m['layers'])}, "
-          f"{'crops of ' + str(m['crop']) + ' px' if m.get('crop') else 'whole images'}, seed {m['seed']}")
+          f"{'crops of ' + str(m['crop']) + ' px' if m.get('crop') else 'whole images'}, seed {m['seed']}"
+          + (f"; every render brought to exposure key {m['loss']['exposure_key']:.3f}" if m['loss'].get('exposure_key') else ""))
     return 0
 
 

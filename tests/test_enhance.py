@@ -268,7 +268,8 @@ def test_cli_train_and_apply(tiny, tmp_path, capsys):
     pt = tmp_path / "cli.pt"
     assert main(["enhance", "train", "--real", str(real), "--synthetic", str(syn), "--out", str(pt),
                  "--steps", "2", "--batch-size", "2", "--exposure", "on", "--quiet"]) == 0
-    assert "enhancer trained on 3 synthetic and 3 real images, 2 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "enhancer trained on 3 synthetic and 3 real images, 2 steps" in out and "exposure key 0." in out
     assert load_enhancer(pt)[0].config["exposure"] is True
     assert main(["enhance", "apply", "--enhancer", str(pt), "--images", str(syn), "--out",
                  str(tmp_path / "enh"), "--quiet"]) == 0
