@@ -555,15 +555,15 @@ def test_training_sets_the_key_to_the_renders_and_the_file_keeps_it(trained, tin
 
     assert DEFAULT_EXPOSURE is False and "exposure" not in trained.enhancer.config
     assert trained.meta["loss"]["exposure_key"] is None
-    trained = train_enhancer(*tiny, tmp_path / "on.pt", steps=1, batch_size=2, seed=0, exposure=True, progress=False)
-    assert trained.enhancer.config["exposure"] is True
+    on = train_enhancer(*tiny, tmp_path / "on.pt", steps=1, batch_size=2, seed=0, exposure=True, progress=False)
+    assert on.enhancer.config["exposure"] is True
     imgs = [torch.from_numpy(np.asarray(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None] / 255.0
             for p in sorted(tiny[1].iterdir())]
     keys = torch.cat([exposure_key(x) for x in imgs])
-    key = float(trained.enhancer.exposure_key)
+    key = float(on.enhancer.exposure_key)
     assert float(keys.min()) <= key <= float(keys.max())  # the renders' geometric mean (drawn as training draws)
-    assert trained.meta["loss"]["exposure_key"] == pytest.approx(key)
-    net, _ = load_enhancer(trained.path)
+    assert on.meta["loss"]["exposure_key"] == pytest.approx(key)
+    net, _ = load_enhancer(on.path)
     assert net.config["exposure"] is True and float(net.exposure_key) == key
     # `enhance apply` brings each image to the key: a darker copy of a render comes out close to the render's output
     img = np.asarray(Image.open(sorted(tiny[1].iterdir())[0]).convert("RGB"))
