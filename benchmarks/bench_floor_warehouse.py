@@ -75,10 +75,11 @@ def floor_row(bb, root: Path, data: Path, seed: int) -> dict[str, dict]:
     tf, rf = _vectors(bb, train_photos, flip=True), _vectors(bb, renders, flip=True)
     rows = {}
     for l in bb.layers:
-        mp, cp, cr = p[l].mean(0), np.cov(p[l], rowvar=False), np.cov(r[l], rowvar=False)
-        before = frechet_from_moments(mp, cp, r[l].mean(0), cr)
-        mean_term = float(((mp - r[l].mean(0)) ** 2).sum())
-        anti = (r[l].mean(0) - rf[l].mean(0)) / 2
+        mp, mr = p[l].mean(0), r[l].mean(0)
+        cp, cr = np.cov(p[l], rowvar=False), np.cov(r[l], rowvar=False)
+        before = frechet_from_moments(mp, cp, mr, cr)
+        mean_term = float(((mp - mr) ** 2).sum())
+        anti = (mr - rf[l].mean(0)) / 2
         fitted = (t[l].mean(0) + tf[l].mean(0)) / 2 + anti   # the training photos' symmetric mean, the view's asymmetry
         after = frechet_from_moments(mp, cp, fitted, cr)
         rows[l] = {"before": before, "mean": mean_term, "rest": before - mean_term,
@@ -94,17 +95,20 @@ def fit_p2(bb, root: Path, steps: int) -> dict[str, float]:
     aug = training_transform(size, augment=True, resize=bb.resize)
     shifted = v2.Compose([t for t in aug.transforms if not isinstance(t, v2.RandomHorizontalFlip)])
     views = _images(root / "train" / "synthetic")
-    with torch.no_grad():
-        photos = torch.stack([plain(im) for im in _images(root / "train" / "real")])
-        target = bb.features(bb.preprocess_float(photos))["p2"].mean((0, 2, 3))
     x0 = torch.stack([plain(im) for im in views])
 
-    def term(x):
-        return ((bb.features(bb.preprocess_float(x))["p2"].mean((0, 2, 3)) - target) ** 2).sum()
+    def mean_p2(x):
+        return bb.features(bb.preprocess_float(x))["p2"].mean((0, 2, 3))
 
     with torch.no_grad():
-        m, mf = (bb.features(bb.preprocess_float(x))["p2"].mean((0, 2, 3)) for x in (x0, x0.flip(-1)))
-        out = {"start": float(term(x0)), "the views' asym": float((((m - mf) / 2) ** 2).sum())}
+        target = mean_p2(torch.stack([plain(im) for im in _images(root / "train" / "real")]))
+
+    def term(x):
+        return ((mean_p2(x) - target) ** 2).sum()
+
+    with torch.no_grad():
+        m, mf = mean_p2(x0), mean_p2(x0.flip(-1))
+        out = {"start": float(((m - target) ** 2).sum()), "the views' asym": float((((m - mf) / 2) ** 2).sum())}
     for name, draw in (("as they are", None), ("shifted, batches of 4", shifted), ("flipped and shifted, batches of 4", aug)):
         torch.manual_seed(0)
         g = torch.Generator().manual_seed(1)
@@ -132,6 +136,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", action="store_true", help="also fit p2's mean alone, without and with flips")
     ap.add_argument("--fit-steps", type=int, default=150)
     args = ap.parse_args(argv)
+    if args.fit and "p2" not in args.layers.split(","):
+        ap.error("--fit needs p2 among --layers")
     if not (args.data / "synthetic" / "photoreal").is_dir() or not (args.data / "real").is_dir():
         print(f"no warehouse data at {args.data} (see the project's shared data; PROVENANCE.md): nothing measured")
         return 0
@@ -161,9 +167,6 @@ def main(argv=None) -> int:
               "\nfitted: held-out FID if the renders' flip-symmetric mean equalled the training photos' (asymmetry and"
               "\ncovariance kept)")
         if args.fit:
-            if "p2" not in bb.layers:
-                print("--fit needs p2 among --layers")
-                return 2
             res = fit_p2(bb, root / f"s{seeds[0]}", args.fit_steps)
             print(f"\n== p2 mean term of split {seeds[0]}'s training views, fitted alone ({args.fit_steps} steps, "
                   f"fresh enhancer without grain) ==")
